@@ -1,0 +1,42 @@
+"""Frames from an ASE database (``ase.db``: SQLite ``.db`` or ``.json``); index = the ASE row id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import ase.db
+
+from ...errors import PykinmlError
+from ..frames import Frame
+from .ase_files import _float_or_none, _int_or_none
+from .labels import LabelExtractor
+
+
+def read_ase_db(path: str, labels: LabelExtractor, name: str | None, default_name: str) -> Iterator[Frame]:
+    """Yield one frame per row of the ASE database at ``path``, in row id order."""
+    try:
+        database = ase.db.connect(path, create_indices=False, use_lock_file=False)
+        rows = database.select(sort="id")
+        for row in rows:
+            where = f"{path}: row id {row.id}"
+            atoms = row.toatoms()
+            info = {**row.key_value_pairs, **row.get("data", {})}
+            results = {key: row.get(key) for key in ("energy", "forces", "stress") if row.get(key) is not None}
+            yield Frame(
+                numbers=atoms.numbers,
+                positions=atoms.positions,
+                cell=atoms.cell.array if atoms.cell.rank > 0 else None,
+                pbc=tuple(bool(p) for p in atoms.pbc),
+                name=name or (str(info["name"]) if info.get("name") is not None else default_name),
+                temperature=_float_or_none(info.get("temperature", info.get("temp"))),
+                charge=int(info.get("charge", 0) or 0),
+                multiplicity=_int_or_none(info.get("multiplicity")),
+                source_index=row.id,
+                location=where,
+                labels=labels(info, {**info, **atoms.arrays}, results, where),
+            )
+    except PykinmlError:
+        raise
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PykinmlError(f"{path}: not a readable ASE database: {reason}") from None

@@ -1,0 +1,103 @@
+"""Frames from anything ``ase.io`` reads (xyz, extxyz, ...), with file:line locations for text xyz formats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+
+import ase.io
+from ase.data import chemical_symbols
+
+from ...errors import PykinmlError
+from ..frames import Frame
+from .labels import LabelExtractor
+
+XYZ_FORMATS = ("xyz", "extxyz")
+_SYMBOLS = set(chemical_symbols[1:])
+
+
+def _diagnose_xyz(path: str, start_line: int, frame_index: int, exc: Exception) -> str:
+    """Find the first bad line of the xyz frame that starts at ``start_line`` (1-based) and describe it."""
+    with open(path, errors="replace") as handle:
+        lines = list(islice(handle, start_line - 1, None))
+    if not lines:
+        return f"{path}:{start_line}: frame {frame_index}: {exc}"
+    head = lines[0].split()
+    if len(head) != 1 or not head[0].isdigit():
+        return f"{path}:{start_line}: expected an atom count, got {lines[0].strip()[:60]!r}"
+    natoms = int(head[0])
+    body = lines[2 : 2 + natoms]
+    for offset, line in enumerate(body):
+        lineno = start_line + 2 + offset
+        tokens = line.split()
+        if not tokens:
+            return f"{path}:{lineno}: empty line inside frame {frame_index} ({natoms} atoms expected)"
+        symbol = tokens[0]
+        if not symbol.isdigit() and symbol.capitalize() not in _SYMBOLS:
+            return f"{path}:{lineno}: unknown element symbol {symbol!r}"
+        if len(tokens) < 4:
+            return f"{path}:{lineno}: expected a symbol and 3 coordinates, got {line.strip()[:60]!r}"
+        try:
+            [float(token) for token in tokens[1:4]]
+        except ValueError:
+            return f"{path}:{lineno}: coordinates are not numbers: {line.strip()[:60]!r}"
+    if len(body) < natoms:
+        return f"{path}:{start_line}: frame {frame_index} declares {natoms} atoms but the file ends after {len(body)}"
+    return f"{path}:{start_line}: frame {frame_index}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+
+
+def read_ase_file(
+    path: str,
+    fmt: str,
+    labels: LabelExtractor,
+    name: str | None,
+    default_name: str,
+) -> Iterator[Frame]:
+    """Yield the frames of ``path`` (read with ``ase.io.iread``); index = 0-based frame number."""
+    text_xyz = fmt in XYZ_FORMATS
+    line = 1
+    index = 0
+    frames = ase.io.iread(path, index=":", format=fmt)
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:  # ase.io raises many types; each becomes one line naming the place
+            if text_xyz:
+                raise PykinmlError(_diagnose_xyz(path, line, index, exc)) from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PykinmlError(f"{path}: frame {index}: {reason}") from None
+        where = f"{path}:{line}" if text_xyz else f"{path}: frame {index}"
+        info = atoms.info
+        results = dict(atoms.calc.results) if atoms.calc is not None else {}
+        yield Frame(
+            numbers=atoms.numbers,
+            positions=atoms.positions,
+            cell=atoms.cell.array if atoms.cell.rank > 0 else None,
+            pbc=tuple(bool(p) for p in atoms.pbc),
+            name=name or (str(info["name"]) if info.get("name") is not None else default_name),
+            temperature=_float_or_none(info.get("temperature", info.get("temp"))),
+            charge=int(info.get("charge", 0) or 0),
+            multiplicity=_int_or_none(info.get("multiplicity")),
+            source_index=index,
+            location=where,
+            labels=labels(info, atoms.arrays, results, where),
+        )
+        if text_xyz:
+            line += len(atoms) + 2
+        index += 1
+
+
+def _float_or_none(value) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
