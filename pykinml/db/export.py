@@ -1,0 +1,69 @@
+"""``pykinml-db export``: a selection as extxyz with every level's labels, for ``pykinml-predict`` references."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+
+import ase.io
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from ..errors import PykinmlError
+from .query import select_structures
+from .schema import level_table
+
+
+def all_levels(engine: Engine) -> list[str]:
+    """Every level name in the database, in creation order."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(level_table.c.name).order_by(level_table.c.id)).scalars())
+
+
+def export_extxyz(
+    engine: Engine,
+    path: str,
+    levels: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    split: str | None = None,
+    subset: str | None = None,
+) -> int:
+    """Write the selected structures with ``info['<level>_energy']`` and ``arrays['<level>_forces']``.
+
+    Structures need a label at one of ``levels`` at least (all levels by default); ``info['id']`` is
+    the structure id and ``info['name']`` its name. Written to a temporary file, then renamed.
+    """
+    levels = list(levels) if levels else all_levels(engine)
+    if not levels:
+        raise PykinmlError("the database has no levels to export")
+    selection = select_structures(
+        engine, optional_levels=levels, names=names, split=split, subsets=[subset] if subset else None, stress=True
+    )
+    keep = np.zeros(len(selection), bool)
+    for level in levels:
+        keep |= selection.has_energy[level]
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise PykinmlError(f"-o {path}: directory {directory} does not exist")
+    handle = tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp")
+    try:
+        with handle:
+            for k in np.flatnonzero(keep).tolist():
+                atoms = selection.to_atoms(k)
+                atoms_slice = selection.atoms_slice(k)
+                for level in levels:
+                    if not selection.has_energy[level][k]:
+                        continue
+                    atoms.info[f"{level}_energy"] = float(selection.energies[level][k])
+                    if selection.has_forces[level][k]:
+                        atoms.arrays[f"{level}_forces"] = selection.forces[level][atoms_slice].copy()
+                    if selection.has_stress[level][k]:
+                        atoms.info[f"{level}_stress"] = selection.stress[level][k].copy()
+                ase.io.write(handle, atoms, format="extxyz")
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+    return int(keep.sum())
