@@ -70,32 +70,21 @@ def label(frames: list[Atoms]) -> None:
             atoms.arrays[f"{level}_forces"] = forces
 
 
-def build_db(extxyz: Path, db: Path) -> str:
-    """Import `extxyz` into a fresh `db` with the pykinml-db CLI (Python API while the CLI does not exist yet)."""
+def build_db(extxyz: Path, db: Path) -> None:
+    """Import `extxyz` into a fresh `db` with the project's own `pykinml-db import`, as a user would."""
     if db.exists():
         db.unlink()
-    levels = [f"{level}={level}_energy,{level}_forces" for level in METHODS]
-    exe = shutil.which("pykinml-db", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
-    try:
-        import pykinml.cli.db  # noqa: F401
-
-        has_cli = exe is not None
-    except ImportError:
-        has_cli = False
-    if has_cli:
-        cmd = [exe, "import", str(extxyz), "--db", str(db)]
-        for spec in levels:
-            cmd += ["--level", spec]
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        return (done.stdout + done.stderr).strip()
-    from pykinml.db.connection import open_engine
-    from pykinml.db.importers import ImportOptions, import_file
-    from pykinml.db.readers.labels import LevelKeys
-
-    engine = open_engine(db, create=True)
-    report = import_file(engine, str(extxyz), ImportOptions(levels=[LevelKeys.parse(s) for s in levels]))
-    engine.dispose()
-    return f"(Python API; pykinml.cli.db not available) {report.summary()}"
+    # Prefer the pykinml-db next to this interpreter (an unactivated venv), else the one on PATH.
+    exe = shutil.which(
+        "pykinml-db", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    )
+    if exe is None:
+        sys.exit("pykinml-db not found: pip install -e . (in the pykinml checkout)")
+    cmd = [exe, "import", str(extxyz), "--db", str(db)]
+    for level in METHODS:
+        cmd += ["--level", f"{level}={level}_energy,{level}_forces"]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
 
 
 def fd_deviation(method: str, atoms: Atoms, forces: np.ndarray) -> float:
@@ -114,7 +103,9 @@ def fd_deviation(method: str, atoms: Atoms, forces: np.ndarray) -> float:
 
 def sanity(frames: list[Atoms]) -> None:
     """Print per-molecule level differences and a finite-difference check of the force sign and units."""
-    print(f"{'molecule':<10} {'n':>4} {'std(E2-E1) eV':>14} {'mean(E2-E1) eV':>15} {'corr(F1,F2)':>12} {'rms F2 eV/Å':>12}")
+    print(
+        f"{'molecule':<10} {'n':>4} {'std(E2-E1) eV':>14} {'mean(E2-E1) eV':>15} {'corr(F1,F2)':>12} {'rms F2 eV/Å':>12}"
+    )
     for name in MOLECULES:
         group = [a for a in frames if a.info["name"] == name]
         de = np.array([a.info["gfn2_energy"] - a.info["gfn1_energy"] for a in group])
@@ -126,8 +117,10 @@ def sanity(frames: list[Atoms]) -> None:
     probe = next(a for a in frames if a.info["name"] == MOLECULES[-1])
     for level, method in METHODS.items():
         dev = fd_deviation(method, probe, probe.arrays[f"{level}_forces"])
-        print(f"finite-difference check, {level}, {probe.info['name']} (all {3 * len(probe)} components, "
-              f"h={FD_STEP} Å): max |F + dE/dx| = {dev:.2e} eV/Å")
+        print(
+            f"finite-difference check, {level}, {probe.info['name']} (all {3 * len(probe)} components, "
+            f"h={FD_STEP} Å): max |F + dE/dx| = {dev:.2e} eV/Å"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-molecule", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20240601)
     args = parser.parse_args(argv)
+    # One OpenMP thread (read when tblite loads): threaded sums change last bits, so the extxyz is byte-reproducible.
+    os.environ["OMP_NUM_THREADS"] = "1"
 
     start = time.perf_counter()
     assert all(name in g2.names for name in MOLECULES)
@@ -147,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     extxyz = args.out_dir / "demo.extxyz"
     db = args.out_dir / "demo.db"
     ase.io.write(extxyz, frames, format="extxyz")
-    print(build_db(extxyz, db))
+    build_db(extxyz, db)
     for path in (extxyz, db):
         print(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
     sanity(frames)

@@ -17,6 +17,7 @@ from pathlib import Path
 INSTALL_HINT = "apt-get install -y postgresql"
 _PG_USER = "postgres"
 _START_ATTEMPTS = 3
+INITDB_ARGS = ("-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--no-locale")
 
 
 def find_postgres_bin() -> str | None:
@@ -76,9 +77,14 @@ class PostgresServer:
         self.data_dir = root / "data"
         self.log_file = root / "server.log"
         self.port = port
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
         self._pid: int | None = None
+        self._owner = os.getpid()  # a forked child (e.g. a DataLoader worker) must not stop it
         self._stopped = False
+
+    @property
+    def url(self) -> str:
+        """SQLAlchemy URL of the server's maintenance database `postgres`."""
+        return self.url_for("postgres")
 
     @classmethod
     def start(cls, base_dir: str | os.PathLike[str] | None = None) -> PostgresServer:
@@ -101,22 +107,7 @@ class PostgresServer:
             os.chown(root, pw.pw_uid, pw.pw_gid)
         server = cls(bin_dir, root, _free_port())
         try:
-            server._run(
-                [
-                    str(Path(bin_dir) / "initdb"),
-                    "-D",
-                    str(server.data_dir),
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                ],
-                "initdb",
-            )
+            server._run("initdb", "-D", str(server.data_dir), *INITDB_ARGS)
             for attempt in range(_START_ATTEMPTS):
                 try:
                     server._pg_ctl_start()
@@ -125,27 +116,22 @@ class PostgresServer:
                     if attempt + 1 == _START_ATTEMPTS or "already in use" not in str(exc):
                         raise
                     server.port = _free_port()  # lost a race for the port: try another one
-                    server.url = f"postgresql+psycopg://postgres@127.0.0.1:{server.port}/postgres"
         except BaseException:
             server.stop()
             raise
         atexit.register(server.stop)
         return server
 
-    def _run(self, cmd: list[str], what: str) -> None:
-        """Run a PostgreSQL command (as the postgres user when root); raise with the log on failure."""
+    def _run(self, exe: str, *args: str) -> None:
+        """Run a PostgreSQL program (as the postgres user when root); raise with the logs on failure."""
+        what = exe if exe != "pg_ctl" else f"pg_ctl-{args[-1]}"
+        cmd = [str(Path(self.bin_dir) / exe), *args]
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", _PG_USER, "--", *cmd]
         out = self.root / f"{what}.out"
         with open(out, "wb") as fh:  # a file, not a pipe: the postmaster must not inherit our pipes
             proc = subprocess.run(
-                cmd,
-                cwd=self.root,
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-                check=False,
+                cmd, cwd=self.root, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, timeout=120
             )
         if proc.returncode != 0:
             hint = (
@@ -165,24 +151,9 @@ class PostgresServer:
             f"-h 127.0.0.1 -p {self.port} -k {self.root} -F -c fsync=off "
             f"-c synchronous_commit=off -c full_page_writes=off"
         )
-        self._run(
-            [
-                str(Path(self.bin_dir) / "pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                opts,
-                "start",
-            ],
-            "pg_ctl-start",
-        )
-        pid_file = self.data_dir / "postmaster.pid"
-        self._pid = int(pid_file.read_text().split()[0])
+        log = str(self.log_file)
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", log, "-w", "-t", "60", "-o", opts, "start")
+        self._pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
 
     def _connect(self):  # -> psycopg.Connection
         """Open an autocommit psycopg connection to the maintenance database."""
@@ -222,25 +193,12 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop the server immediately and delete its directory; safe to call more than once."""
-        if self._stopped:
+        if self._stopped or os.getpid() != self._owner:
             return
         self._stopped = True
         if (self.data_dir / "postmaster.pid").exists():
             try:
-                self._run(
-                    [
-                        str(Path(self.bin_dir) / "pg_ctl"),
-                        "-D",
-                        str(self.data_dir),
-                        "-m",
-                        "immediate",
-                        "-w",
-                        "-t",
-                        "30",
-                        "stop",
-                    ],
-                    "pg_ctl-stop",
-                )
+                self._run("pg_ctl", "-D", str(self.data_dir), "-m", "immediate", "-w", "-t", "30", "stop")
             except (RuntimeError, OSError, subprocess.TimeoutExpired):
                 pass  # fall through to the kill below
         if self._pid is not None and _alive(self._pid):  # pg_ctl failed: kill the postmaster

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from ..errors import PykinmlError
 
@@ -49,85 +52,84 @@ class EncodedFrame:
 
 def hill_formula(numbers: np.ndarray) -> str:
     """Hill-order formula (C, H, then alphabetical; alphabetical when there is no carbon)."""
-    from ase.data import chemical_symbols
-
-    counts: dict[str, int] = {}
-    for z in numbers.tolist():
-        symbol = chemical_symbols[z]
-        counts[symbol] = counts.get(symbol, 0) + 1
+    counts = {chemical_symbols[z]: int(c) for z, c in enumerate(np.bincount(numbers)) if c}
     order = sorted(counts)
     if "C" in counts:
         order = ["C"] + (["H"] if "H" in counts else []) + [s for s in order if s not in ("C", "H")]
     return "".join(s + (str(counts[s]) if counts[s] > 1 else "") for s in order)
 
 
-def _finite_array(value, shape: tuple[int, ...], what: str, where: str) -> np.ndarray:
+@lru_cache(maxsize=4096)
+def _composition(numbers_key: bytes) -> tuple[bytes, str] | None:
+    """(uint8 bytes, formula) of an int64 atomic-number array's bytes, or None if a number is out of range."""
+    numbers = np.frombuffer(numbers_key, np.int64)
+    if numbers.min() < 1 or numbers.max() > MAX_Z:
+        return None
+    return numbers.astype(np.uint8).tobytes(), hill_formula(numbers)
+
+
+def _float_bytes(value, shape: tuple[int, ...], what: str, where: str) -> bytes:
+    """Little-endian float64 bytes of ``value`` after a shape check (finiteness is checked per batch)."""
     try:
-        array = np.asarray(value, dtype=np.float64)
+        array = np.asarray(value, dtype="<f8")
     except (TypeError, ValueError):
         raise PykinmlError(f"{where}: {what} is not numeric") from None
     if array.shape != shape:
         raise PykinmlError(f"{where}: {what} has shape {array.shape}, expected {shape}")
-    if not np.all(np.isfinite(array)):
-        raise PykinmlError(f"{where}: {what} contains NaN or infinite values")
-    return np.ascontiguousarray(array, dtype="<f8")
+    return array.tobytes()
 
 
-def _stress_matrix(value, where: str, level: str) -> np.ndarray:
+def _voigt_to_matrix(value) -> np.ndarray:
     array = np.asarray(value, dtype=np.float64)
     if array.shape == (6,):  # Voigt order xx yy zz yz xz xy, as ASE stores it
         xx, yy, zz, yz, xz, xy = array
         array = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-    return _finite_array(array, (3, 3), f"stress of level {level!r}", where)
+    return array
 
 
 def encode_frame(frame: Frame) -> EncodedFrame:
-    """Validate ``frame`` (elements, shapes, finite values, cell) and turn it into row bytes and a geometry hash."""
+    """Check ``frame``'s elements and shapes and turn it into row bytes and a geometry hash.
+
+    Finiteness of every float is checked for a whole batch at once by :func:`check_finite`.
+    """
     where = frame.location
     numbers = np.asarray(frame.numbers)
-    if numbers.ndim != 1 or numbers.size == 0:
-        raise PykinmlError(f"{where}: a structure needs at least one atom")
-    if not np.issubdtype(numbers.dtype, np.integer) or numbers.min() < 1 or numbers.max() > MAX_Z:
+    if numbers.ndim != 1 or numbers.size == 0 or not np.issubdtype(numbers.dtype, np.integer):
+        raise PykinmlError(f"{where}: a structure needs a 1-D list of integer atomic numbers")
+    composition = _composition(numbers.astype(np.int64, copy=False).tobytes())
+    if composition is None:
         raise PykinmlError(f"{where}: atomic numbers must be 1..{MAX_Z}, got {sorted(set(numbers.tolist()))}")
+    numbers_bytes, formula = composition
     natoms = numbers.size
-    positions = _finite_array(frame.positions, (natoms, 3), "positions", where)
+    positions_bytes = _float_bytes(frame.positions, (natoms, 3), "positions", where)
     pbc_bits = sum(1 << k for k, periodic in enumerate(frame.pbc) if periodic)
     cell_bytes = None
-    if frame.cell is not None and np.any(np.asarray(frame.cell) != 0):
-        cell = _finite_array(frame.cell, (3, 3), "cell", where)
-        if pbc_bits and abs(np.linalg.det(cell)) < 1e-9:
+    if frame.cell is not None and np.any(frame.cell):
+        cell_bytes = _float_bytes(frame.cell, (3, 3), "cell", where)
+        if pbc_bits and abs(np.linalg.det(np.frombuffer(cell_bytes).reshape(3, 3))) < 1e-9:
             raise PykinmlError(f"{where}: periodic cell has zero volume")
-        cell_bytes = cell.tobytes()
     elif pbc_bits:
         raise PykinmlError(f"{where}: pbc is set but the frame has no cell")
-    numbers_bytes = numbers.astype(np.uint8).tobytes()
-    positions_bytes = positions.tobytes()
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (numbers_bytes, positions_bytes, cell_bytes or b"", bytes([pbc_bits])):
-        digest.update(part)
-    digest.update(f"{frame.charge}:{frame.multiplicity}".encode())
+    digest = hashlib.blake2b(numbers_bytes, digest_size=16)
+    digest.update(positions_bytes)
+    digest.update(cell_bytes or b"")
+    digest.update(f"{pbc_bits}:{frame.charge}:{frame.multiplicity}".encode())
     labels = {}
     for level, label in frame.labels.items():
-        energy = label.energy
         try:
-            energy = float(energy)
+            energy = float(label.energy)
         except (TypeError, ValueError):
-            raise PykinmlError(f"{where}: energy of level {level!r} is not a number: {energy!r}") from None
-        if not np.isfinite(energy):
-            raise PykinmlError(f"{where}: energy of level {level!r} is {energy} (NaN or infinite)")
-        forces = None
+            raise PykinmlError(f"{where}: energy of level {level!r} is not a number: {label.energy!r}") from None
+        forces = stress = None
         if label.forces is not None:
-            forces = _finite_array(label.forces, (natoms, 3), f"forces of level {level!r}", where).tobytes()
-        stress = None
+            forces = _float_bytes(label.forces, (natoms, 3), f"forces of level {level!r}", where)
         if label.stress is not None:
-            stress = _stress_matrix(label.stress, where, level).tobytes()
+            stress = _float_bytes(_voigt_to_matrix(label.stress), (3, 3), f"stress of level {level!r}", where)
         labels[level] = (energy, forces, stress)
     temperature = frame.temperature
-    if temperature is not None and not np.isfinite(temperature):
-        temperature = None
     row = {
         "natoms": natoms,
-        "formula": hill_formula(numbers),
+        "formula": formula,
         "numbers": numbers_bytes,
         "positions": positions_bytes,
         "cell": cell_bytes,
@@ -135,6 +137,37 @@ def encode_frame(frame: Frame) -> EncodedFrame:
         "charge": int(frame.charge),
         "multiplicity": None if frame.multiplicity is None else int(frame.multiplicity),
         "name": frame.name,
-        "temperature": None if temperature is None else float(temperature),
+        "temperature": None if temperature is None or not math.isfinite(temperature) else float(temperature),
     }
     return EncodedFrame(row=row, geometry_hash=digest.hexdigest(), labels=labels)
+
+
+def _non_finite(encoded: EncodedFrame) -> str | None:
+    """What in ``encoded`` is NaN or infinite, or None."""
+    parts = [("positions", encoded.row["positions"]), ("cell", encoded.row["cell"])]
+    for level, (energy, forces, stress) in encoded.labels.items():
+        if not math.isfinite(energy):
+            return f"energy of level {level!r} is {energy} (NaN or infinite)"
+        parts += [(f"forces of level {level!r}", forces), (f"stress of level {level!r}", stress)]
+    for what, blob in parts:
+        if blob is not None and not np.isfinite(np.frombuffer(blob, "<f8")).all():
+            return f"{what} contain NaN or infinite values"
+    return None
+
+
+def check_finite(batch: list[tuple[Frame, EncodedFrame]]) -> None:
+    """Raise a one-line error naming the first frame of ``batch`` with a NaN or infinite number."""
+    blobs, energies = [], []
+    for _, encoded in batch:
+        blobs.append(encoded.row["positions"])
+        for energy, forces, stress in encoded.labels.values():
+            energies.append(energy)
+            blobs += [b for b in (forces, stress) if b is not None]
+    if np.isfinite(np.frombuffer(b"".join(blobs), "<f8")).all() and np.isfinite(energies).all():
+        if not any(enc.row["cell"] is not None and not np.isfinite(np.frombuffer(enc.row["cell"])).all()
+                   for _, enc in batch):
+            return
+    for frame, encoded in batch:
+        problem = _non_finite(encoded)
+        if problem:
+            raise PykinmlError(f"{frame.location}: {problem}")

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import PykinmlError
-from .frames import EncodedFrame, Frame, encode_frame
+from .bulk import bulk_insert
+from .frames import EncodedFrame, Frame, check_finite, encode_frame
 from .schema import label_table, level_table, provenance_table, source_table, structure_table
 
 ON_CONFLICT = ("error", "skip", "replace")
@@ -151,23 +152,22 @@ class _Writer:
 
     def write(self, frames: list[Frame]) -> None:
         encoded: list[tuple[Frame, EncodedFrame]] = [(frame, encode_frame(frame)) for frame in frames]
+        check_finite(encoded)
         new_levels = {level for _, enc in encoded for level in enc.labels if level not in self.levels}
         if new_levels:
             self.levels.update(level_ids(self.conn, sorted(new_levels), self.fidelities))
         self._existing_structures([enc.geometry_hash for _, enc in encoded])
 
-        new_rows, new_hashes = [], []
+        new_rows: dict[str, dict] = {}
         for _, enc in encoded:
-            if enc.geometry_hash not in self.structure_of_hash and enc.geometry_hash not in new_hashes:
-                new_hashes.append(enc.geometry_hash)
-                new_rows.append({**enc.row, "geometry_hash": enc.geometry_hash})
+            if enc.geometry_hash not in self.structure_of_hash and enc.geometry_hash not in new_rows:
+                new_rows[enc.geometry_hash] = {**enc.row, "geometry_hash": enc.geometry_hash}
         if new_rows:
-            ids = self.conn.execute(
-                insert(structure_table).returning(structure_table.c.id, sort_by_parameter_order=True), new_rows
-            ).scalars().all()
-            self.structure_of_hash.update(zip(new_hashes, ids))
-            self.new_ids.update(ids)
-            self.report.new_structures += len(ids)
+            # Plain executemany, then the ids by hash: portable, fast, and safe beside concurrent writers.
+            bulk_insert(self.conn, structure_table, list(new_rows.values()))
+            self._existing_structures(list(new_rows))
+            self.new_ids.update(self.structure_of_hash[h] for h in new_rows)
+            self.report.new_structures += len(new_rows)
 
         provenance_rows = []
         for frame, enc in encoded:
@@ -184,7 +184,7 @@ class _Writer:
                     f"structure id {known} with a different geometry"
                 )
         if provenance_rows:
-            self.conn.execute(insert(provenance_table), provenance_rows)
+            bulk_insert(self.conn, provenance_table, provenance_rows)
         self._write_labels(encoded)
         self.report.frames += len(frames)
 
@@ -223,7 +223,7 @@ class _Writer:
                 updates.append({"sid": key[0], "lid": key[1], "energy": energy, "forces": forces, "stress": stress})
                 self.report.labels_replaced += 1
         if inserts:
-            self.conn.execute(insert(label_table), inserts)
+            bulk_insert(self.conn, label_table, inserts)
         if updates:
             self.conn.execute(
                 update(label_table)

@@ -17,6 +17,7 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import PykinmlError
+from .bulk import fetch_chunks
 from .schema import (
     SUBSET_CODE,
     SUBSETS,
@@ -115,6 +116,57 @@ def _blobs_to_array(blobs: list[bytes], dtype) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype=dtype)
 
 
+def _joined_query(conn, levels, optional_levels, names, split, subsets, forces, stress, require_forces):
+    """(rows query, count query, label column positions): one pass joins structures with every level's label."""
+    s = structure_table
+    level_id = _level_ids(conn, levels + optional_levels) if levels or optional_levels else {}
+    columns = [s.c.id, s.c.natoms, s.c.numbers, s.c.positions, s.c.cell, s.c.pbc, s.c.name]
+    required_from = s
+    if split is not None:
+        sa = split_assignment_table
+        on = and_(sa.c.structure_id == s.c.id, sa.c.split_id == split_id(conn, split))
+        if subsets is not None:
+            on = and_(on, sa.c.subset.in_(_subset_codes(subsets)))
+        required_from = required_from.join(sa, on)
+        columns.append(sa.c.subset)
+    label_columns: dict[str, tuple[int, int | None, int | None]] = {}
+    aliases = {}
+    for k, level in enumerate(levels + optional_levels):
+        alias = label_table.alias(f"label_{k}")
+        aliases[level] = alias
+        on = and_(alias.c.structure_id == s.c.id, alias.c.level_id == level_id[level])
+        if level in levels:
+            if require_forces and forces:
+                on = and_(on, alias.c.forces.is_not(None))
+            required_from = required_from.join(alias, on)
+    rows_from = required_from
+    for level in optional_levels:
+        alias = aliases[level]
+        rows_from = rows_from.outerjoin(
+            alias, and_(alias.c.structure_id == s.c.id, alias.c.level_id == level_id[level])
+        )
+    for level in levels + optional_levels:
+        alias = aliases[level]
+        energy_at = len(columns)
+        columns.append(alias.c.energy)
+        forces_at = stress_at = None
+        if forces:
+            forces_at = len(columns)
+            columns.append(alias.c.forces)
+        if stress:
+            stress_at = len(columns)
+            columns.append(alias.c.stress)
+        label_columns[level] = (energy_at, forces_at, stress_at)
+    conditions = []
+    if names is not None:
+        if not names:
+            raise PykinmlError("the name set is empty")
+        conditions.append(_name_filter(names))
+    rows_query = select(*columns).select_from(rows_from).where(*conditions).order_by(s.c.id)
+    count_query = select(func.count(), func.coalesce(func.sum(s.c.natoms), 0)).select_from(required_from)
+    return rows_query, count_query.where(*conditions), label_columns
+
+
 def select_structures(
     engine: Engine,
     levels: Sequence[str] = (),
@@ -132,136 +184,96 @@ def select_structures(
     the subsets to keep (default all three). ``require_forces`` also drops structures whose required
     labels lack forces. Every name and pattern is sent to SQL as a bound parameter.
     """
-    levels, optional_levels = list(levels), [lvl for lvl in optional_levels if lvl not in levels]
+    levels = list(dict.fromkeys(levels))
+    optional_levels = [lvl for lvl in dict.fromkeys(optional_levels) if lvl not in levels]
     all_levels = levels + optional_levels
     if subsets is not None and split is None:
         raise PykinmlError("subsets were given without a split")
-    s = structure_table
     with engine.connect() as conn:
-        level_id = _level_ids(conn, all_levels) if all_levels else {}
-        conditions = []
-        if names is not None:
-            if not names:
-                raise PykinmlError("the name set is empty")
-            conditions.append(_name_filter(names))
-        for level in levels:
-            label_exists = and_(label_table.c.structure_id == s.c.id, label_table.c.level_id == level_id[level])
-            if require_forces and forces:
-                label_exists = and_(label_exists, label_table.c.forces.is_not(None))
-            conditions.append(exists().where(label_exists))
-        columns = [s.c.id, s.c.natoms, s.c.numbers, s.c.positions, s.c.cell, s.c.pbc, s.c.name]
-        base = select(s.c.id)
-        if split is not None:
-            sa = split_assignment_table
-            join = and_(sa.c.structure_id == s.c.id, sa.c.split_id == split_id(conn, split))
-            if subsets is not None:
-                join = and_(join, sa.c.subset.in_(_subset_codes(subsets)))
-            columns.append(sa.c.subset)
-            base = base.join(sa, join)
-            rows_query = select(*columns).select_from(s).join(sa, join)
-        else:
-            rows_query = select(*columns).select_from(s)
-        if conditions:
-            base = base.where(*conditions)
-            rows_query = rows_query.where(*conditions)
-        ids_subquery = base  # the same filter, reused by the count and the label queries
-        count, total_atoms = conn.execute(
-            select(func.count(), func.coalesce(func.sum(s.c.natoms), 0)).where(s.c.id.in_(ids_subquery))
-        ).one()
+        rows_query, count_query, label_columns = _joined_query(
+            conn, levels, optional_levels, names, split, subsets, forces, stress, require_forces
+        )
+        count, total_atoms = conn.execute(count_query).one()
         n, total = int(count), int(total_atoms)
-        ids = np.empty(n, np.int64)
-        natoms = np.empty(n, np.int64)
-        numbers = np.empty(total, np.int64)
-        positions = np.empty((total, 3), np.float64)
-        cells = np.zeros((n, 3, 3), np.float64)
-        pbc_bits = np.zeros(n, np.int64)
-        names_out = np.empty(n, dtype=object)
-        subset_codes = np.empty(n, np.int8) if split is not None else None
-        row, atom = 0, 0
-        result = conn.execution_options(yield_per=FETCH_CHUNK).execute(rows_query.order_by(s.c.id))
-        for chunk in result.partitions():
-            m = len(chunk)
-            columns_of = list(zip(*chunk))
-            chunk_natoms = np.fromiter(columns_of[1], np.int64, m)
-            k = int(chunk_natoms.sum())
-            ids[row : row + m] = np.fromiter(columns_of[0], np.int64, m)
-            natoms[row : row + m] = chunk_natoms
-            numbers[atom : atom + k] = _blobs_to_array(columns_of[2], np.uint8)
-            positions[atom : atom + k] = _blobs_to_array(columns_of[3], "<f8").reshape(k, 3)
-            for j, cell in enumerate(columns_of[4]):
-                if cell is not None:
-                    cells[row + j] = np.frombuffer(cell, "<f8").reshape(3, 3)
-            pbc_bits[row : row + m] = np.fromiter(columns_of[5], np.int64, m)
-            names_out[row : row + m] = columns_of[6]
-            if subset_codes is not None:
-                subset_codes[row : row + m] = np.fromiter(columns_of[7], np.int8, m)
-            row, atom = row + m, atom + k
-        if row != n:
-            raise PykinmlError("the database changed while it was being read; run the selection again")
-        offsets = np.zeros(n + 1, np.int64)
-        np.cumsum(natoms, out=offsets[1:])
         selection = Selection(
-            ids=ids,
-            natoms=natoms,
-            offsets=offsets,
-            numbers=numbers,
-            positions=positions,
-            cells=cells,
-            pbc=(pbc_bits[:, None] >> np.arange(3)) & 1 == 1,
-            names=names_out,
+            ids=np.empty(n, np.int64),
+            natoms=np.empty(n, np.int64),
+            offsets=np.zeros(n + 1, np.int64),
+            numbers=np.empty(total, np.int64),
+            positions=np.empty((total, 3), np.float64),
+            cells=np.zeros((n, 3, 3), np.float64),
+            pbc=np.zeros((n, 3), bool),
+            names=np.empty(n, dtype=object),
             levels=tuple(all_levels),
-            subsets=subset_codes,
+            subsets=np.empty(n, np.int8) if split is not None else None,
         )
         for level in all_levels:
-            _fill_level(conn, selection, level, level_id[level], ids_subquery, forces, stress)
+            selection.energies[level] = np.full(n, np.nan)
+            selection.has_energy[level] = np.zeros(n, bool)
+            if forces:
+                selection.forces[level] = np.full((total, 3), np.nan)
+                selection.has_forces[level] = np.zeros(n, bool)
+            if stress:
+                selection.stress[level] = np.full((n, 3, 3), np.nan)
+                selection.has_stress[level] = np.zeros(n, bool)
+        row = 0
+        for chunk in fetch_chunks(conn, rows_query, FETCH_CHUNK):
+            if row + len(chunk) > n:
+                raise PykinmlError("the database changed while it was being read; run the selection again")
+            _fill_chunk(selection, row, list(zip(*chunk)), label_columns)
+            row += len(chunk)
+        if row != n:
+            raise PykinmlError("the database changed while it was being read; run the selection again")
     return selection
 
 
-def _fill_level(conn, selection: Selection, level: str, level_id: int, ids_subquery, forces: bool, stress: bool):
-    n, total = len(selection), int(selection.offsets[-1])
-    energies = np.full(n, np.nan)
-    present = np.zeros(n, bool)
-    force_array = np.full((total, 3), np.nan) if forces else None
-    has_forces = np.zeros(n, bool)
-    stress_array = np.full((n, 3, 3), np.nan) if stress else None
-    has_stress = np.zeros(n, bool)
-    columns = [label_table.c.structure_id, label_table.c.energy]
-    columns += [label_table.c.forces] if forces else []
-    columns += [label_table.c.stress] if stress else []
-    query = (
-        select(*columns)
-        .where(label_table.c.level_id == level_id)
-        .where(label_table.c.structure_id.in_(ids_subquery))
-        .order_by(label_table.c.structure_id)
-    )
-    result = conn.execution_options(yield_per=FETCH_CHUNK).execute(query)
-    for chunk in result.partitions():
-        m = len(chunk)
-        columns_of = list(zip(*chunk))
-        rows = np.searchsorted(selection.ids, np.fromiter(columns_of[0], np.int64, m))
-        energies[rows] = np.fromiter(columns_of[1], np.float64, m)
-        present[rows] = True
-        if forces:
-            with_forces = [j for j, blob in enumerate(columns_of[2]) if blob is not None]
-            if with_forces:
-                blobs = [columns_of[2][j] for j in with_forces]
-                block = _blobs_to_array(blobs, "<f8").reshape(-1, 3)
-                targets = rows[with_forces]
-                has_forces[targets] = True
-                starts = selection.offsets[targets]
-                counts = selection.natoms[targets]
-                atom_index = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
-                force_array[atom_index] = block
-        if stress:
-            for j, blob in enumerate(columns_of[-1]):
+def _fill_chunk(selection: Selection, row: int, columns_of: list[tuple], label_columns) -> None:
+    """Copy one chunk of joined rows (as columns) into the preallocated arrays of ``selection``."""
+    m = len(columns_of[0])
+    rows = slice(row, row + m)
+    natoms = np.fromiter(columns_of[1], np.int64, m)
+    selection.ids[rows] = np.fromiter(columns_of[0], np.int64, m)
+    selection.natoms[rows] = natoms
+    np.cumsum(natoms, out=selection.offsets[row + 1 : row + m + 1])
+    selection.offsets[row + 1 : row + m + 1] += selection.offsets[row]
+    first, last = int(selection.offsets[row]), int(selection.offsets[row + m])
+    atoms = slice(first, last)
+    selection.numbers[atoms] = _blobs_to_array(columns_of[2], np.uint8)
+    selection.positions[atoms] = _blobs_to_array(columns_of[3], "<f8").reshape(-1, 3)
+    for j, cell in enumerate(columns_of[4]):
+        if cell is not None:
+            selection.cells[row + j] = np.frombuffer(cell, "<f8").reshape(3, 3)
+    bits = np.fromiter(columns_of[5], np.int64, m)
+    selection.pbc[rows] = (bits[:, None] >> np.arange(3)) & 1 == 1
+    selection.names[rows] = columns_of[6]
+    if selection.subsets is not None:
+        selection.subsets[rows] = np.fromiter(columns_of[7], np.int8, m)
+    local_offsets = selection.offsets[row : row + m + 1] - first
+    for level, (energy_at, forces_at, stress_at) in label_columns.items():
+        energies = np.array([np.nan if e is None else e for e in columns_of[energy_at]], np.float64)
+        selection.energies[level][rows] = energies
+        selection.has_energy[level][rows] = ~np.isnan(energies)
+        if forces_at is not None:
+            _fill_forces(selection, level, row, first, columns_of[forces_at], local_offsets)
+        if stress_at is not None:
+            for j, blob in enumerate(columns_of[stress_at]):
                 if blob is not None:
-                    stress_array[rows[j]] = np.frombuffer(blob, "<f8").reshape(3, 3)
-                    has_stress[rows[j]] = True
-    selection.energies[level] = energies
-    selection.has_energy[level] = present
-    if forces:
-        selection.forces[level] = force_array
-        selection.has_forces[level] = has_forces
-    if stress:
-        selection.stress[level] = stress_array
-        selection.has_stress[level] = has_stress
+                    selection.stress[level][row + j] = np.frombuffer(blob, "<f8").reshape(3, 3)
+                    selection.has_stress[level][row + j] = True
+
+
+def _fill_forces(selection: Selection, level: str, row: int, first: int, blobs: tuple, local_offsets) -> None:
+    present = [j for j, blob in enumerate(blobs) if blob is not None]
+    if not present:
+        return
+    target = selection.forces[level]
+    values = _blobs_to_array([blobs[j] for j in present], "<f8").reshape(-1, 3)
+    if len(present) == len(blobs):
+        target[first : first + values.shape[0]] = values
+    else:
+        present_index = np.array(present)
+        starts, ends = local_offsets[present_index], local_offsets[present_index + 1]
+        counts = ends - starts
+        atom_index = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        target[first + atom_index] = values
+    selection.has_forces[level][row + np.array(present)] = True

@@ -16,6 +16,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import PykinmlError
+from .bulk import bulk_insert
 from .query import select_structures, split_id
 from .schema import (
     SUBSET_CODE,
@@ -43,8 +44,7 @@ def _store(conn: Connection, name: str, method: str, seed: int | None, ids: np.n
     rows = [
         {"split_id": new_id, "structure_id": int(i), "subset": int(c)} for i, c in zip(ids.tolist(), codes.tolist())
     ]
-    for start in range(0, len(rows), 50000):
-        conn.execute(insert(split_assignment_table), rows[start : start + 50000])
+    bulk_insert(conn, split_assignment_table, rows)
     return {subset: int(np.sum(codes == code)) for subset, code in SUBSET_CODE.items()}
 
 
