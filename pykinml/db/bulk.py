@@ -6,20 +6,24 @@ about 10 µs per row); the statement is still compiled by SQLAlchemy for the con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection
 
 
-def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:
-    """Insert ``rows`` (dicts with the same keys) into ``table`` in one executemany."""
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple]) -> None:
+    """Insert ``rows`` (tuples of values in ``columns`` order) into ``table`` in one executemany."""
     if not rows:
         return
-    compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(rows[0]))
-    if compiled.positional:
-        order = compiled.positiontup
-        params = [tuple(row[key] for key in order) for row in rows]
-    else:
+    compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
+    if not compiled.positional:
+        params = [dict(zip(columns, row)) for row in rows]
+    elif list(compiled.positiontup) == list(columns):
         params = rows
+    else:
+        where = [list(columns).index(key) for key in compiled.positiontup]
+        params = [tuple(row[k] for k in where) for row in rows]
     conn.exec_driver_sql(compiled.string, params)
 
 

@@ -41,11 +41,18 @@ class Frame:
     labels: dict[str, LevelLabel] = field(default_factory=dict)
 
 
+#: The ``structure`` columns of :attr:`EncodedFrame.row`, in order.
+STRUCTURE_COLUMNS = (
+    "natoms", "formula", "numbers", "positions", "cell", "pbc", "charge", "multiplicity", "name", "temperature",
+)
+POSITIONS, CELL = STRUCTURE_COLUMNS.index("positions"), STRUCTURE_COLUMNS.index("cell")
+
+
 @dataclass
 class EncodedFrame:
     """A validated frame as the bytes and scalars that go into the ``structure`` table."""
 
-    row: dict
+    row: tuple
     geometry_hash: str
     labels: dict[str, tuple[float, bytes | None, bytes | None]]
 
@@ -94,7 +101,7 @@ def encode_frame(frame: Frame) -> EncodedFrame:
     """
     where = frame.location
     numbers = np.asarray(frame.numbers)
-    if numbers.ndim != 1 or numbers.size == 0 or not np.issubdtype(numbers.dtype, np.integer):
+    if numbers.ndim != 1 or numbers.size == 0 or numbers.dtype.kind not in "iu":
         raise PykinmlError(f"{where}: a structure needs a 1-D list of integer atomic numbers")
     composition = _composition(numbers.astype(np.int64, copy=False).tobytes())
     if composition is None:
@@ -102,7 +109,8 @@ def encode_frame(frame: Frame) -> EncodedFrame:
     numbers_bytes, formula = composition
     natoms = numbers.size
     positions_bytes = _float_bytes(frame.positions, (natoms, 3), "positions", where)
-    pbc_bits = sum(1 << k for k, periodic in enumerate(frame.pbc) if periodic)
+    pbc = frame.pbc
+    pbc_bits = (1 if pbc[0] else 0) | (2 if pbc[1] else 0) | (4 if pbc[2] else 0)
     cell_bytes = None
     if frame.cell is not None and np.any(frame.cell):
         cell_bytes = _float_bytes(frame.cell, (3, 3), "cell", where)
@@ -127,24 +135,24 @@ def encode_frame(frame: Frame) -> EncodedFrame:
             stress = _float_bytes(_voigt_to_matrix(label.stress), (3, 3), f"stress of level {level!r}", where)
         labels[level] = (energy, forces, stress)
     temperature = frame.temperature
-    row = {
-        "natoms": natoms,
-        "formula": formula,
-        "numbers": numbers_bytes,
-        "positions": positions_bytes,
-        "cell": cell_bytes,
-        "pbc": pbc_bits,
-        "charge": int(frame.charge),
-        "multiplicity": None if frame.multiplicity is None else int(frame.multiplicity),
-        "name": frame.name,
-        "temperature": None if temperature is None or not math.isfinite(temperature) else float(temperature),
-    }
+    row = (
+        natoms,
+        formula,
+        numbers_bytes,
+        positions_bytes,
+        cell_bytes,
+        pbc_bits,
+        int(frame.charge),
+        None if frame.multiplicity is None else int(frame.multiplicity),
+        frame.name,
+        None if temperature is None or not math.isfinite(temperature) else float(temperature),
+    )
     return EncodedFrame(row=row, geometry_hash=digest.hexdigest(), labels=labels)
 
 
 def _non_finite(encoded: EncodedFrame) -> str | None:
     """What in ``encoded`` is NaN or infinite, or None."""
-    parts = [("positions", encoded.row["positions"]), ("cell", encoded.row["cell"])]
+    parts = [("positions", encoded.row[POSITIONS]), ("cell", encoded.row[CELL])]
     for level, (energy, forces, stress) in encoded.labels.items():
         if not math.isfinite(energy):
             return f"energy of level {level!r} is {energy} (NaN or infinite)"
@@ -159,12 +167,12 @@ def check_finite(batch: list[tuple[Frame, EncodedFrame]]) -> None:
     """Raise a one-line error naming the first frame of ``batch`` with a NaN or infinite number."""
     blobs, energies = [], []
     for _, encoded in batch:
-        blobs.append(encoded.row["positions"])
+        blobs.append(encoded.row[POSITIONS])
         for energy, forces, stress in encoded.labels.values():
             energies.append(energy)
             blobs += [b for b in (forces, stress) if b is not None]
     if np.isfinite(np.frombuffer(b"".join(blobs), "<f8")).all() and np.isfinite(energies).all():
-        if not any(enc.row["cell"] is not None and not np.isfinite(np.frombuffer(enc.row["cell"])).all()
+        if not any(enc.row[CELL] is not None and not np.isfinite(np.frombuffer(enc.row[CELL])).all()
                    for _, enc in batch):
             return
     for frame, encoded in batch:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import PykinmlError
 from .bulk import bulk_insert
-from .frames import EncodedFrame, Frame, check_finite, encode_frame
+from .frames import STRUCTURE_COLUMNS, EncodedFrame, Frame, check_finite, encode_frame
 from .schema import label_table, level_table, provenance_table, source_table, structure_table
 
 ON_CONFLICT = ("error", "skip", "replace")
@@ -158,13 +158,13 @@ class _Writer:
             self.levels.update(level_ids(self.conn, sorted(new_levels), self.fidelities))
         self._existing_structures([enc.geometry_hash for _, enc in encoded])
 
-        new_rows: dict[str, dict] = {}
+        new_rows: dict[str, tuple] = {}
         for _, enc in encoded:
             if enc.geometry_hash not in self.structure_of_hash and enc.geometry_hash not in new_rows:
-                new_rows[enc.geometry_hash] = {**enc.row, "geometry_hash": enc.geometry_hash}
+                new_rows[enc.geometry_hash] = (*enc.row, enc.geometry_hash)
         if new_rows:
             # Plain executemany, then the ids by hash: portable, fast, and safe beside concurrent writers.
-            bulk_insert(self.conn, structure_table, list(new_rows.values()))
+            bulk_insert(self.conn, structure_table, STRUCTURE_COLUMNS + ("geometry_hash",), list(new_rows.values()))
             self._existing_structures(list(new_rows))
             self.new_ids.update(self.structure_of_hash[h] for h in new_rows)
             self.report.new_structures += len(new_rows)
@@ -175,16 +175,14 @@ class _Writer:
             known = self.known_provenance.get(frame.source_index)
             if known is None:
                 self.known_provenance[frame.source_index] = structure_id
-                provenance_rows.append(
-                    {"source_id": self.source_id, "source_index": frame.source_index, "structure_id": structure_id}
-                )
+                provenance_rows.append((self.source_id, frame.source_index, structure_id))
             elif known != structure_id:
                 raise PykinmlError(
                     f"{frame.location}: index {frame.source_index} of this source is already stored as "
                     f"structure id {known} with a different geometry"
                 )
         if provenance_rows:
-            bulk_insert(self.conn, provenance_table, provenance_rows)
+            bulk_insert(self.conn, provenance_table, ("source_id", "source_index", "structure_id"), provenance_rows)
         self._write_labels(encoded)
         self.report.frames += len(frames)
 
@@ -208,7 +206,7 @@ class _Writer:
             self.written[key] = (*values, location)
             old = stored.get(key)
             if old is None:
-                inserts.append({"structure_id": key[0], "level_id": key[1], "energy": energy, "forces": forces, "stress": stress})
+                inserts.append((key[0], key[1], energy, forces, stress))
                 self.report.labels_added[level] = self.report.labels_added.get(level, 0) + 1
             elif old == values:
                 self.report.labels_unchanged += 1
@@ -223,7 +221,7 @@ class _Writer:
                 updates.append({"sid": key[0], "lid": key[1], "energy": energy, "forces": forces, "stress": stress})
                 self.report.labels_replaced += 1
         if inserts:
-            bulk_insert(self.conn, label_table, inserts)
+            bulk_insert(self.conn, label_table, ("structure_id", "level_id", "energy", "forces", "stress"), inserts)
         if updates:
             self.conn.execute(
                 update(label_table)

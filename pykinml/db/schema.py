@@ -92,10 +92,8 @@ class Label(Base):
     """Energy (eV), forces (eV/Å, optional) and stress (eV/Å³, 3×3, optional) of one structure at one level."""
 
     __tablename__ = "label"
-    __table_args__ = (
-        UniqueConstraint("structure_id", "level_id", name="uq_label_structure_level"),
-        Index("ix_label_level_structure", "level_id", "structure_id"),
-    )
+    # The unique index serves every lookup (selections join from structure to label).
+    __table_args__ = (UniqueConstraint("structure_id", "level_id", name="uq_label_structure_level"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     structure_id: Mapped[int] = mapped_column(ForeignKey("structure.id"))
     level_id: Mapped[int] = mapped_column(ForeignKey("level.id"))

@@ -41,10 +41,8 @@ def _store(conn: Connection, name: str, method: str, seed: int | None, ids: np.n
     new_id = conn.execute(
         insert(split_table).returning(split_table.c.id), {"name": name, "method": method, "seed": seed}
     ).scalar_one()
-    rows = [
-        {"split_id": new_id, "structure_id": int(i), "subset": int(c)} for i, c in zip(ids.tolist(), codes.tolist())
-    ]
-    bulk_insert(conn, split_assignment_table, rows)
+    rows = [(new_id, i, c) for i, c in zip(ids.tolist(), codes.tolist())]
+    bulk_insert(conn, split_assignment_table, ("split_id", "structure_id", "subset"), rows)
     return {subset: int(np.sum(codes == code)) for subset, code in SUBSET_CODE.items()}
 
 
