@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from ..db.connection import open_engine
+from ..db.connection import open_engine, resolve_url
 from ..db.export import export_extxyz
 from ..db.importers import ImportOptions, import_file
 from ..db.info import database_info, format_info
@@ -52,10 +52,19 @@ def cmd_import(args) -> int:
     )
     if args.source_name and len(args.paths) > 1:
         raise PykinmlError("--source-name names one file; import the files one at a time")
-    engine = open_engine(args.db, create=True)
-    for path in args.paths:
-        report = import_file(engine, path, options)
-        print(report.summary())
+    url = resolve_url(args.db)
+    new_file = url.get_backend_name() == "sqlite" and bool(url.database) and not os.path.exists(url.database)
+    engine = open_engine(url, create=True)
+    imported = 0
+    try:
+        for path in args.paths:
+            print(import_file(engine, path, options).summary())
+            imported += 1
+    except PykinmlError:
+        engine.dispose()
+        if new_file and not imported:  # leave no empty database behind a failed first import
+            os.remove(url.database)
+        raise
     return 0
 
 

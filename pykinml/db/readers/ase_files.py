@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from itertools import islice
 
 import ase.io
 from ase.data import chemical_symbols
@@ -16,34 +15,42 @@ XYZ_FORMATS = ("xyz", "extxyz")
 _SYMBOLS = set(chemical_symbols[1:])
 
 
-def _diagnose_xyz(path: str, start_line: int, frame_index: int, exc: Exception) -> str:
-    """Find the first bad line of the xyz frame that starts at ``start_line`` (1-based) and describe it."""
-    with open(path, errors="replace") as handle:
-        lines = list(islice(handle, start_line - 1, None))
-    if not lines:
-        return f"{path}:{start_line}: frame {frame_index}: {exc}"
-    head = lines[0].split()
+def _xyz_problem(lines: list[str], at: int, path: str) -> tuple[str | None, int]:
+    """The problem in the xyz frame starting at 0-based line ``at`` (or None), and where the next frame starts."""
+    head = lines[at].split()
     if len(head) != 1 or not head[0].isdigit():
-        return f"{path}:{start_line}: expected an atom count, got {lines[0].strip()[:60]!r}"
+        return f"{path}:{at + 1}: expected an atom count, got {lines[at].strip()[:60]!r}", at
     natoms = int(head[0])
-    body = lines[2 : 2 + natoms]
+    body = lines[at + 2 : at + 2 + natoms]
     for offset, line in enumerate(body):
-        lineno = start_line + 2 + offset
+        lineno = at + 3 + offset
         tokens = line.split()
         if not tokens:
-            return f"{path}:{lineno}: empty line inside frame {frame_index} ({natoms} atoms expected)"
-        symbol = tokens[0]
-        if not symbol.isdigit() and symbol.capitalize() not in _SYMBOLS:
-            return f"{path}:{lineno}: unknown element symbol {symbol!r}"
+            return f"{path}:{lineno}: empty line inside a frame of {natoms} atoms", at
+        if not tokens[0].isdigit() and tokens[0].capitalize() not in _SYMBOLS:
+            return f"{path}:{lineno}: unknown element symbol {tokens[0]!r}", at
         if len(tokens) < 4:
-            return f"{path}:{lineno}: expected a symbol and 3 coordinates, got {line.strip()[:60]!r}"
+            return f"{path}:{lineno}: expected a symbol and 3 coordinates, got {line.strip()[:60]!r}", at
         try:
             [float(token) for token in tokens[1:4]]
         except ValueError:
-            return f"{path}:{lineno}: coordinates are not numbers: {line.strip()[:60]!r}"
+            return f"{path}:{lineno}: coordinates are not numbers: {line.strip()[:60]!r}", at
     if len(body) < natoms:
-        return f"{path}:{start_line}: frame {frame_index} declares {natoms} atoms but the file ends after {len(body)}"
-    return f"{path}:{start_line}: frame {frame_index}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        return f"{path}:{at + 1}: the frame declares {natoms} atoms but the file ends after {len(body)}", at
+    return None, at + 2 + natoms
+
+
+def _diagnose_xyz(path: str, start_line: int, exc: Exception) -> str:
+    """Find the first bad line from ``start_line`` (1-based) on, frame by frame, and describe it in one line."""
+    with open(path, errors="replace") as handle:
+        lines = handle.readlines()
+    at = start_line - 1
+    while at < len(lines) and lines[at].strip():
+        problem, at = _xyz_problem(lines, at, path)
+        if problem:
+            return problem
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{path}:{start_line}: {reason}"
 
 
 def read_ase_file(
@@ -65,7 +72,7 @@ def read_ase_file(
             return
         except Exception as exc:  # ase.io raises many types; each becomes one line naming the place
             if text_xyz:
-                raise PykinmlError(_diagnose_xyz(path, line, index, exc)) from None
+                raise PykinmlError(_diagnose_xyz(path, line, exc)) from None
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise PykinmlError(f"{path}: frame {index}: {reason}") from None
         where = f"{path}:{line}" if text_xyz else f"{path}: frame {index}"
