@@ -26,8 +26,9 @@ from ase import Atoms
 from ase.build import molecule
 from ase.collections import g2
 
-HARTREE_EV = 27.211386245988  # CODATA 2018
-BOHR_ANG = 0.529177210903  # CODATA 2018
+from pykinml.units import BOHR_ANGSTROM as BOHR_ANG
+from pykinml.units import HARTREE_EV
+
 MOLECULES = ("CH4", "H2O", "NH3", "C2H4", "CH3OH", "CH3CH2OH")
 METHODS = {"gfn1": "GFN1-xTB", "gfn2": "GFN2-xTB"}
 SIGMA = 0.08  # Å, std of the Gaussian displacement of every coordinate
@@ -83,8 +84,10 @@ def build_db(extxyz: Path, db: Path) -> None:
     cmd = [exe, "import", str(extxyz), "--db", str(db)]
     for level in METHODS:
         cmd += ["--level", f"{level}={level}_energy,{level}_forces"]
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    split = [exe, "split", "--db", str(db), "--name", "default", "--fractions", "0.8", "0.1", "0.1", "--seed", "0"]
+    for command in (cmd, split):
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
 
 
 def fd_deviation(method: str, atoms: Atoms, forces: np.ndarray) -> float:
