@@ -159,7 +159,7 @@ def test_unreachable_database_url(cli, tmp_path):
 @pytest.mark.parametrize(
     "args, expect",
     [
-        (["--level", "a"], "--level 'a': expected NAME=ENERGY_KEY"),
+        (["--level", "=e"], "--level '=e': expected NAME=ENERGY_KEY"),
         (["--level-names", "one=x"], "--level-names 'one=x'"),
         (["--units", "furlongs"], "invalid choice"),
     ],

@@ -509,8 +509,6 @@ def test_export_mask_of_an_unknown_split_is_a_user_error(db_url, cli, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: export_mask does not check the output directory; FileNotFoundError "
-                                       "escapes as a traceback instead of exit 2")
 def test_export_mask_into_a_missing_directory_is_a_user_error(db_url, cli, tmp_path):
     """export-mask -o into a directory that does not exist: exit 2, nothing written."""
     path, _ = molecules_file(tmp_path, n=4)
@@ -618,8 +616,6 @@ def test_val_fraction_outside_zero_one_is_a_user_error(db_url, cli, tmp_path, fr
 # ---------------------------------------------------------------- seeds
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a negative --seed reaches numpy.random.default_rng and escapes as "
-                                       "ValueError (traceback) instead of exit 2")
 def test_negative_seed_is_a_user_error(db_url, cli, tmp_path):
     """--seed -1: exit 2 naming the seed, nothing stored."""
     path, _ = molecules_file(tmp_path, n=6)
@@ -629,12 +625,8 @@ def test_negative_seed_is_a_user_error(db_url, cli, tmp_path):
     assert dump_tables(db_url) == before
 
 
-def test_large_seed_behaves_the_same_on_every_backend(db_url, cli, tmp_path, request):
+def test_large_seed_behaves_the_same_on_every_backend(db_url, cli, tmp_path):
     """--seed 3000000000 either works or is a one-line user error, whatever the backend."""
-    if "postgresql" in db_url:
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="bug: split.seed is a 32-bit INTEGER; PostgreSQL raises DataError (traceback) "
-                                "for seeds >= 2**31 while SQLite stores them"))
     path, _ = molecules_file(tmp_path, n=6)
     import_molecules(cli, db_url, path)
     result = cli("split", "--db", db_url, "--name", "s", "--counts", "1", "1", "1", "--seed", "3000000000")

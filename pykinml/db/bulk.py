@@ -16,6 +16,9 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: li
     """Insert ``rows`` (tuples of values in ``columns`` order) into ``table`` in one executemany."""
     if not rows:
         return
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        _copy_rows(conn, table, columns, rows)
+        return
     compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
     if not compiled.positional:
         params = [dict(zip(columns, row)) for row in rows]
@@ -25,6 +28,22 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str], rows: li
         where = [list(columns).index(key) for key in compiled.positiontup]
         params = [tuple(row[k] for k in where) for row in rows]
     conn.exec_driver_sql(compiled.string, params)
+
+
+def _copy_rows(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple]) -> None:
+    """PostgreSQL's COPY FROM STDIN through psycopg 3: several times faster than INSERTs for bulk loads."""
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
 
 
 def fetch_chunks(conn: Connection, statement, size: int):
@@ -37,7 +56,12 @@ def fetch_chunks(conn: Connection, statement, size: int):
     params = compiled.construct_params()
     if compiled.positional:
         params = tuple(params[key] for key in compiled.positiontup)
-    cursor = conn.connection.dbapi_connection.cursor()
+    dbapi = conn.connection.dbapi_connection
+    if conn.dialect.name == "postgresql":  # a server-side cursor: rows arrive chunk by chunk, not all at once
+        cursor = dbapi.cursor(name=f"pykinml_fetch_{id(statement):x}")
+        cursor.itersize = size
+    else:
+        cursor = dbapi.cursor()
     try:
         cursor.execute(compiled.string, params)
         while rows := cursor.fetchmany(size):

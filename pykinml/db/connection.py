@@ -40,7 +40,6 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # LIKE is case-sensitive on PostgreSQL; make SQLite agree so name patterns select the same rows.
     cursor.execute("PRAGMA case_sensitive_like=ON")
     cursor.execute("PRAGMA busy_timeout=60000")
-    cursor.execute("PRAGMA cache_size=-65536")  # 64 MiB: bulk inserts into the hash index stay in memory
     cursor.close()
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 
 import ase.io
@@ -12,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from ..errors import PykinmlError
+from ..files import output_directory, write_with
 from .query import select_structures
 from .schema import level_table
 
@@ -35,6 +34,7 @@ def export_extxyz(
     Structures need a label at one of ``levels`` at least (all levels by default); ``info['id']`` is
     the structure id and ``info['name']`` its name. Written to a temporary file, then renamed.
     """
+    output_directory(path)  # fail before the selection if the file cannot be written
     levels = list(levels) if levels else all_levels(engine)
     if not levels:
         raise PykinmlError("the database has no levels to export")
@@ -44,26 +44,19 @@ def export_extxyz(
     keep = np.zeros(len(selection), bool)
     for level in levels:
         keep |= selection.has_energy[level]
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise PykinmlError(f"-o {path}: directory {directory} does not exist")
-    handle = tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp")
-    try:
-        with handle:
-            for k in np.flatnonzero(keep).tolist():
-                atoms = selection.to_atoms(k)
-                atoms_slice = selection.atoms_slice(k)
-                for level in levels:
-                    if not selection.has_energy[level][k]:
-                        continue
-                    atoms.info[f"{level}_energy"] = float(selection.energies[level][k])
-                    if selection.has_forces[level][k]:
-                        atoms.arrays[f"{level}_forces"] = selection.forces[level][atoms_slice].copy()
-                    if selection.has_stress[level][k]:
-                        atoms.info[f"{level}_stress"] = selection.stress[level][k].copy()
-                ase.io.write(handle, atoms, format="extxyz")
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
+    def write(handle) -> None:
+        for k in np.flatnonzero(keep).tolist():
+            atoms = selection.to_atoms(k)
+            atoms_slice = selection.atoms_slice(k)
+            for level in levels:
+                if not selection.has_energy[level][k]:
+                    continue
+                atoms.info[f"{level}_energy"] = float(selection.energies[level][k])
+                if selection.has_forces[level][k]:
+                    atoms.arrays[f"{level}_forces"] = selection.forces[level][atoms_slice].copy()
+                if selection.has_stress[level][k]:
+                    atoms.info[f"{level}_stress"] = selection.stress[level][k].copy()
+            ase.io.write(handle, atoms, format="extxyz")
+
+    write_with(path, write)
     return int(keep.sum())

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -116,6 +116,8 @@ class _Writer:
         self.new_ids: set[int] = set()
         # What this source says: (structure id, level id) -> (energy, forces, stress, location of first frame).
         self.written: dict[tuple[int, int], tuple] = {}
+        # An empty table at the start means every structure this import meets is one it wrote itself.
+        self.database_was_empty = conn.execute(select(structure_table.c.id).limit(1)).first() is None
         self.known_provenance = dict(
             conn.execute(
                 select(provenance_table.c.source_index, provenance_table.c.structure_id).where(
@@ -125,6 +127,8 @@ class _Writer:
         )
 
     def _existing_structures(self, hashes: list[str]) -> None:
+        if self.database_was_empty:
+            return
         unknown = [h for h in hashes if h not in self.structure_of_hash]
         for chunk in _chunks(unknown, LOOKUP_CHUNK):
             rows = self.conn.execute(
@@ -163,9 +167,15 @@ class _Writer:
             if enc.geometry_hash not in self.structure_of_hash and enc.geometry_hash not in new_rows:
                 new_rows[enc.geometry_hash] = (*enc.row, enc.geometry_hash)
         if new_rows:
-            # Plain executemany, then the ids by hash: portable, fast, and safe beside concurrent writers.
+            # Plain executemany, then the new ids: every row above the previous maximum whose hash is ours
+            # (portable, and correct beside concurrent writers, whose rows have other hashes).
+            last_id = self.conn.execute(select(func.coalesce(func.max(structure_table.c.id), 0))).scalar_one()
             bulk_insert(self.conn, structure_table, STRUCTURE_COLUMNS + ("geometry_hash",), list(new_rows.values()))
-            self._existing_structures(list(new_rows))
+            for geometry_hash, structure_id in self.conn.execute(
+                select(structure_table.c.geometry_hash, structure_table.c.id).where(structure_table.c.id > last_id)
+            ):
+                if geometry_hash in new_rows:
+                    self.structure_of_hash[geometry_hash] = structure_id
             self.new_ids.update(self.structure_of_hash[h] for h in new_rows)
             self.report.new_structures += len(new_rows)
 

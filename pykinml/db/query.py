@@ -28,7 +28,7 @@ from .schema import (
     structure_table,
 )
 
-FETCH_CHUNK = 20000
+FETCH_CHUNK = 5000
 
 
 @dataclass

@@ -8,7 +8,6 @@ name (the formula for a PyKinML file) and the original row id (or frame index).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import PykinmlError
+from ..files import write_atomically
 from .bulk import bulk_insert
 from .query import select_structures, split_id
 from .schema import (
@@ -28,6 +28,11 @@ from .schema import (
 )
 
 MASK_POOL, MASK_TEST = 2, -1
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**63:
+        raise PykinmlError(f"--seed must be a non-negative integer below 2**63, got {seed}")
 
 
 def _store(conn: Connection, name: str, method: str, seed: int | None, ids: np.ndarray, codes: np.ndarray,
@@ -71,6 +76,7 @@ def create_split(
     """
     if (fractions is None) == (counts is None):
         raise PykinmlError("give exactly one of --fractions or --counts")
+    _check_seed(seed)
     ids = select_structures(engine, levels=levels, names=names, forces=False).ids
     if counts is not None:
         if len(counts) != 3 or any(c < 0 for c in counts):
@@ -127,6 +133,7 @@ def import_mask(
     """Store a split from a PyKinML mask file: -1 → test; the 2-pool is divided into train and val by ``seed``."""
     if not 0.0 <= val_fraction < 1.0:
         raise PykinmlError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    _check_seed(seed)
     entries = read_mask(path)
     with engine.begin() as conn:
         lookup = _provenance_lookup(conn, {source for _, source, _, _ in entries})
@@ -170,10 +177,7 @@ def export_mask(engine: Engine, name: str, path: str) -> int:
         seen.add(structure)
         flag = MASK_TEST if subset == SUBSET_CODE["test"] else MASK_POOL
         lines.append(f"{source}/{index} {flag}\n")
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
-        handle.writelines(lines)
-    os.replace(handle.name, path)
+    write_atomically(path, "".join(lines))
     return len(lines)
 
 

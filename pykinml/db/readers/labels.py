@@ -19,12 +19,19 @@ class LevelKeys:
     forces: str | None = None
     stress: str | None = None
 
+    #: A bare ``--level NAME`` reads the keys ``pykinml-db export`` writes: NAME_energy, and NAME_forces and
+    #: NAME_stress when the first frame has them.
+    bare: bool = False
+
     @classmethod
     def parse(cls, text: str) -> LevelKeys:
         name, sep, keys = text.partition("=")
-        parts = [part.strip() for part in keys.split(",")] if sep else []
-        if not name.strip() or not parts or not parts[0] or len(parts) > 3 or any(not p for p in parts):
-            raise PykinmlError(f"--level {text!r}: expected NAME=ENERGY_KEY[,FORCES_KEY[,STRESS_KEY]]")
+        if not sep and name.strip():
+            name = name.strip()
+            return cls(name, f"{name}_energy", f"{name}_forces", f"{name}_stress", bare=True)
+        parts = [part.strip() for part in keys.split(",")]
+        if not name.strip() or not parts[0] or len(parts) > 3 or any(not p for p in parts):
+            raise PykinmlError(f"--level {text!r}: expected NAME=ENERGY_KEY[,FORCES_KEY[,STRESS_KEY]] or NAME")
         return cls(name.strip(), *parts)
 
 
@@ -54,11 +61,26 @@ class LabelExtractor:
         self.default_level = default_level
         self.units = units
         self._expected: tuple | None = None  # (has energy, has forces, has stress) of the first frame, default mode
+        self._bare_keys: dict[str, LevelKeys] = {}  # bare --level NAME: the keys the first frame has
 
     def __call__(self, info: dict, arrays: dict, results: dict, where: str) -> dict[str, LevelLabel]:
         if self.levels:
-            return {level.name: self._mapped(level, info, arrays, results, where) for level in self.levels}
+            return {level.name: self._mapped(self._resolved(level, info, arrays), info, arrays, results, where)
+                    for level in self.levels}
         return self._from_results(results, where)
+
+    def _resolved(self, level: LevelKeys, info: dict, arrays: dict) -> LevelKeys:
+        """A bare level's optional forces/stress keys are fixed by the first frame, then required of every frame."""
+        if not level.bare:
+            return level
+        if level.name not in self._bare_keys:
+            self._bare_keys[level.name] = LevelKeys(
+                level.name,
+                level.energy,
+                level.forces if level.forces in arrays else None,
+                level.stress if level.stress in info else None,
+            )
+        return self._bare_keys[level.name]
 
     def _value(self, key: str, sources: tuple, level: str, where: str):
         value = _lookup(key, *sources)
