@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pykinml.cli.db import main as db_main
+from pykinml.db import open_engine
 
 from .postgres_server import start_or_skip_reason
 
@@ -39,6 +40,32 @@ def db_url(request, tmp_path) -> str:
 
     create_engine(url).dispose()
     server.drop_database(name)
+
+
+@pytest.fixture
+def other_db_url(db_url, tmp_path, request):
+    """A second empty database on the same backend as ``db_url``."""
+    if "://" not in db_url:
+        yield str(tmp_path / "other.db")
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = "t_" + uuid.uuid4().hex[:12]
+    yield server.create_database(name)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def engine_of():
+    """Open engines on URLs and dispose of them after the test."""
+    engines = []
+
+    def make(url):
+        engines.append(open_engine(url))
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pykinml.db.schema import provenance_table, source_table
 from pykinml.errors import PykinmlError
 
 from .builders import label, random_molecules, write_extxyz, write_legacy_db
+from .checks import ok, user_error
 
 HIGH = "wB97X-D/6-311++G(d,p)"  # a real level name: slash, plus signs, parentheses and a comma
 INFO_KEYS = {"format", "schema_version", "url", "structures", "atoms", "levels", "names", "formulas", "sources",
@@ -28,46 +29,6 @@ INFO_KEYS = {"format", "schema_version", "url", "structures", "atoms", "levels",
 # ---------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def other_db_url(db_url, tmp_path, request):
-    """A second empty database on the same backend as ``db_url``."""
-    if "://" not in db_url:
-        yield str(tmp_path / "other.db")
-        return
-    server = request.getfixturevalue("postgres_server")
-    name = "t_" + uuid.uuid4().hex[:12]
-    yield server.create_database(name)
-    server.drop_database(name)
-
-
-@pytest.fixture
-def engine_of():
-    """Open engines on URLs and dispose of them after the test."""
-    engines = []
-
-    def make(url):
-        engines.append(open_engine(url))
-        return engines[-1]
-
-    yield make
-    for engine in engines:
-        engine.dispose()
-
-
-def ok(result):
-    assert result.code == 0, result.err
-    return result
-
-
-def user_error(result, *fragments: str):
-    """Exit code 2 with one line on stderr containing every fragment."""
-    assert result.code == 2, (result.code, result.out, result.err)
-    message = result.err.strip()
-    assert message.startswith("pykinml-db: error:"), message
-    assert "\n" not in message and "Traceback" not in message, message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
 
 
 def read_frames(path: Path) -> list:

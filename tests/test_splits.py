@@ -2,64 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from pykinml.db import create_split, export_mask, import_mask, open_engine, select_structures
+from pykinml.db import create_split, export_mask, import_mask, select_structures
 from pykinml.db.schema import SUBSETS, provenance_table, source_table, split_assignment_table, split_table
 from pykinml.db.splits import read_mask
 from pykinml.errors import PykinmlError
 
 from .builders import dump_tables, label, random_molecules, write_extxyz, write_legacy_db
+from .checks import ok, user_error
 
 # ---------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def other_db_url(db_url, tmp_path, request):
-    """A second empty database on the same backend as ``db_url``."""
-    if "://" not in db_url:
-        yield str(tmp_path / "other.db")
-        return
-    server = request.getfixturevalue("postgres_server")
-    name = "t_" + uuid.uuid4().hex[:12]
-    yield server.create_database(name)
-    server.drop_database(name)
-
-
-@pytest.fixture
-def engine_of():
-    """Open engines on URLs and dispose of them after the test."""
-    engines = []
-
-    def make(url):
-        engines.append(open_engine(url))
-        return engines[-1]
-
-    yield make
-    for engine in engines:
-        engine.dispose()
-
-
-def ok(result):
-    assert result.code == 0, result.err
-    return result
-
-
-def user_error(result, *fragments: str):
-    """Exit code 2 with one line on stderr that contains every fragment."""
-    assert result.code == 2, (result.code, result.out, result.err)
-    message = result.err.strip()
-    assert message.startswith("pykinml-db: error:"), message
-    assert "\n" not in message, message
-    assert "Traceback" not in message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
 
 
 def molecules_file(tmp_path: Path, n: int = 30, seed: int = 1, stem: str = "mols") -> tuple[Path, list]:

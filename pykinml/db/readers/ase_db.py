@@ -8,7 +8,7 @@ import ase.db
 
 from ...errors import PykinmlError
 from ..frames import Frame
-from .ase_files import _float_or_none, _int_or_none
+from .ase_files import frame_from_atoms
 from .labels import LabelExtractor
 
 
@@ -22,19 +22,8 @@ def read_ase_db(path: str, labels: LabelExtractor, name: str | None, default_nam
             atoms = row.toatoms()
             info = {**row.key_value_pairs, **row.get("data", {})}
             results = {key: row.get(key) for key in ("energy", "forces", "stress") if row.get(key) is not None}
-            yield Frame(
-                numbers=atoms.numbers,
-                positions=atoms.positions,
-                cell=atoms.cell.array if atoms.cell.rank > 0 else None,
-                pbc=tuple(bool(p) for p in atoms.pbc),
-                name=name or (str(info["name"]) if info.get("name") is not None else default_name),
-                temperature=_float_or_none(info.get("temperature", info.get("temp"))),
-                charge=int(info.get("charge", 0) or 0),
-                multiplicity=_int_or_none(info.get("multiplicity")),
-                source_index=row.id,
-                location=where,
-                labels=labels(info, {**info, **atoms.arrays}, results, where),
-            )
+            yield frame_from_atoms(atoms, info, {**info, **atoms.arrays}, results, row.id, where, labels, name,
+                                   default_name)
     except PykinmlError:
         raise
     except Exception as exc:

@@ -53,6 +53,24 @@ def _diagnose_xyz(path: str, start_line: int, exc: Exception) -> str:
     return f"{path}:{start_line}: {reason}"
 
 
+def frame_from_atoms(atoms, info: dict, arrays: dict, results: dict, index: int, where: str,
+                     labels: LabelExtractor, name: str | None, default_name: str) -> Frame:
+    """A :class:`Frame` from an ``ase.Atoms`` and the dictionaries its labels are read from."""
+    return Frame(
+        numbers=atoms.numbers,
+        positions=atoms.positions,
+        cell=atoms.cell.array if atoms.cell.rank > 0 else None,
+        pbc=tuple(bool(p) for p in atoms.pbc),
+        name=name or (str(info["name"]) if info.get("name") is not None else default_name),
+        temperature=_float_or_none(info.get("temperature", info.get("temp"))),
+        charge=int(info.get("charge", 0) or 0),
+        multiplicity=_int_or_none(info.get("multiplicity")),
+        source_index=index,
+        location=where,
+        labels=labels(info, arrays, results, where),
+    )
+
+
 def read_ase_file(
     path: str,
     fmt: str,
@@ -76,21 +94,8 @@ def read_ase_file(
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise PykinmlError(f"{path}: frame {index}: {reason}") from None
         where = f"{path}:{line}" if text_xyz else f"{path}: frame {index}"
-        info = atoms.info
         results = dict(atoms.calc.results) if atoms.calc is not None else {}
-        yield Frame(
-            numbers=atoms.numbers,
-            positions=atoms.positions,
-            cell=atoms.cell.array if atoms.cell.rank > 0 else None,
-            pbc=tuple(bool(p) for p in atoms.pbc),
-            name=name or (str(info["name"]) if info.get("name") is not None else default_name),
-            temperature=_float_or_none(info.get("temperature", info.get("temp"))),
-            charge=int(info.get("charge", 0) or 0),
-            multiplicity=_int_or_none(info.get("multiplicity")),
-            source_index=index,
-            location=where,
-            labels=labels(info, atoms.arrays, results, where),
-        )
+        yield frame_from_atoms(atoms, atoms.info, atoms.arrays, results, index, where, labels, name, default_name)
         if text_xyz:
             line += len(atoms) + 2
         index += 1
