@@ -700,3 +700,15 @@ def test_reference_sample_tvt_mask_on_c5h5(db_url, cli, shared_data, engine_of):
     prov = provenance(engine)
     assert subsets["test"] == {prov[k] for k, f in flags.items() if f == -1}
     assert np.all(np.isin(list(subsets["test"]), list(select_structures(engine, forces=False).ids)))
+
+
+def test_split_of_nothing_and_val_fraction_without_mask_are_errors(db_url, cli, tmp_path):
+    """A split whose selection is empty, or --val-fraction with --fractions: exit 2, nothing stored."""
+    path, _ = molecules_file(tmp_path, n=6)
+    import_molecules(cli, db_url, path)
+    before = dump_tables(db_url)
+    user_error(cli("split", "--db", db_url, "--name", "s", "--fractions", "1", "0", "0", "--names", "nobody"),
+               "no structure matches")
+    user_error(cli("split", "--db", db_url, "--name", "s", "--fractions", "1", "0", "0", "--val-fraction", "0.2"),
+               "--val-fraction goes with --mask")
+    assert dump_tables(db_url) == before

@@ -69,9 +69,12 @@ def cmd_import(args) -> int:
 
 
 def cmd_split(args) -> int:
+    if args.val_fraction is not None and not args.mask:
+        raise PykinmlError("--val-fraction goes with --mask (with --fractions, give the val share there)")
     engine = open_engine(args.db)
     if args.mask:
-        counts = import_mask(engine, args.name, args.mask, val_fraction=args.val_fraction, seed=args.seed,
+        val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
+        counts = import_mask(engine, args.name, args.mask, val_fraction=val_fraction, seed=args.seed,
                              replace=args.replace)
     else:
         counts = create_split(
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--counts", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"))
     how.add_argument("--mask", metavar="FILE", help="PyKinML mask file: <source>/<id> 2|-1")
     sub.add_argument("--seed", type=int, default=0)
-    sub.add_argument("--val-fraction", type=float, default=0.1, help="with --mask: share of the 2-pool for val")
+    sub.add_argument("--val-fraction", type=float, help="with --mask: share of the 2-pool for val (default 0.1)")
     sub.add_argument("--levels", nargs="+", help="only structures labelled at all these levels")
     sub.add_argument("--names", nargs="+", help="only structures with these names (%% patterns allowed)")
     sub.add_argument("--replace", action="store_true", help="overwrite a split of the same name")

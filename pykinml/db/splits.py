@@ -78,6 +78,8 @@ def create_split(
         raise PykinmlError("give exactly one of --fractions or --counts")
     _check_seed(seed)
     ids = select_structures(engine, levels=levels, names=names, forces=False).ids
+    if ids.size == 0:
+        raise PykinmlError(f"split {name!r}: no structure matches the given levels and names")
     if counts is not None:
         if len(counts) != 3 or any(c < 0 for c in counts):
             raise PykinmlError(f"--counts needs three non-negative integers (train val test), got {list(counts)}")
