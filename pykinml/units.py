@@ -50,7 +50,3 @@ def force_factor(unit: str) -> float:
         raise PykinmlError(f"unknown force unit {unit!r}; choose one of {', '.join(FORCE_UNITS)}")
     return FORCE_UNITS[key]
 
-
-def ev_to_kcal_mol(value):
-    """eV → kcal/mol (for reports and metrics)."""
-    return value / KCAL_MOL_EV
