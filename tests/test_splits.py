@@ -514,14 +514,19 @@ def test_bad_mask_with_replace_keeps_the_existing_split(db_url, cli, tmp_path):
     assert dump_tables(db_url) == before
 
 
+def import_with_repeated_frame(cli, db_url, tmp_path, n: int) -> None:
+    """Import dup.extxyz: ``n`` frames whose last one repeats frame 0 (same geometry and labels)."""
+    frames = random_molecules(n, seed=5)
+    frames[-1] = frames[0].copy()
+    label(frames, "dft", 6)
+    frames[-1].info["dft_energy"] = frames[0].info["dft_energy"]
+    frames[-1].arrays["dft_forces"] = frames[0].arrays["dft_forces"].copy()
+    import_molecules(cli, db_url, write_extxyz(tmp_path / "dup.extxyz", frames))
+
+
 def test_mask_giving_one_structure_two_flags_is_an_error(db_url, cli, tmp_path):
     """Frames 0 and 3 of a file are the same geometry; flagging one 2 and the other -1 names both lines."""
-    frames = random_molecules(4, seed=5)
-    frames[3] = frames[0].copy()
-    label(frames, "dft", 6)
-    frames[3].info["dft_energy"] = frames[0].info["dft_energy"]
-    frames[3].arrays["dft_forces"] = frames[0].arrays["dft_forces"].copy()
-    import_molecules(cli, db_url, write_extxyz(tmp_path / "dup.extxyz", frames))
+    import_with_repeated_frame(cli, db_url, tmp_path, 4)
     mask = tmp_path / "m.txt"
     mask.write_text("dup/0 2\ndup/1 2\ndup/2 -1\ndup/3 -1\n")
     before = dump_tables(db_url)
@@ -531,12 +536,7 @@ def test_mask_giving_one_structure_two_flags_is_an_error(db_url, cli, tmp_path):
 
 def test_mask_naming_one_structure_twice_with_the_same_flag_counts_it_once(db_url, cli, tmp_path, engine_of):
     """Two provenance entries of one geometry with the same flag: one structure, one assignment."""
-    frames = random_molecules(3, seed=5)
-    frames[2] = frames[0].copy()
-    label(frames, "dft", 6)
-    frames[2].info["dft_energy"] = frames[0].info["dft_energy"]
-    frames[2].arrays["dft_forces"] = frames[0].arrays["dft_forces"].copy()
-    import_molecules(cli, db_url, write_extxyz(tmp_path / "dup.extxyz", frames))
+    import_with_repeated_frame(cli, db_url, tmp_path, 3)
     mask = tmp_path / "m.txt"
     mask.write_text("dup/0 -1\ndup/1 2\ndup/2 -1\n")
     result = ok(cli("split", "--db", db_url, "--name", "m", "--mask", mask, "--val-fraction", "0"))
