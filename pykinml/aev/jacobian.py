@@ -1,0 +1,116 @@
+"""The AEV Jacobian ∂G_i/∂x_j in a layout that grows with atoms × neighbours, and its contraction into forces.
+
+Layout (per directed neighbour pair p = (i → j), j ≠ i or an image):
+- radial pairs (r_ij ≤ radial cutoff): ``radial_dr`` (P_r, n_rad) = ∂G^R_{i, el(j), k}/∂r_ij and ``radial_unit``
+  (P_r, 3) = (r_j − r_i)/r_ij, so ∂G^R_{i,el(j),:}/∂x_j = radial_dr ⊗ radial_unit (stored factored: exact and
+  n_rad + 3 numbers instead of 3·n_rad);
+- angular pairs (r_ij ≤ angular cutoff): ``angular`` (P_a, n_el, 3, A) = ∂G^A_{i, pair(el(j), e), :}/∂x_j for
+  every element e (coordinate before AEV column), the only angular rows that x_j touches.
+The self block follows from translation invariance, ∂G_i/∂x_i = −Σ_j ∂G_i/∂x_j, so it is never stored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import Tensor
+
+from pykinml.aev.params import AEVParams
+
+
+def pair_blocks(n_elements: int, device=None) -> Tensor:
+    """(n_el, n_el) index of the angular block of each element pair, upper-triangular order."""
+    index = torch.zeros((n_elements, n_elements), dtype=torch.int64)
+    block = 0
+    for a in range(n_elements):
+        for b in range(a, n_elements):
+            index[a, b] = index[b, a] = block
+            block += 1
+    return index.to(device)
+
+
+@dataclass
+class AEVJacobian:
+    """Non-zero derivative rows of the AEVs of a batch of atoms (indices are atom indices of that batch)."""
+
+    radial_center: Tensor  # (P_r,) int64
+    radial_neighbor: Tensor  # (P_r,) int64
+    radial_dr: Tensor  # (P_r, n_rad)
+    radial_unit: Tensor  # (P_r, 3)
+    angular_center: Tensor  # (P_a,) int64
+    angular_neighbor: Tensor  # (P_a,) int64
+    angular: Tensor  # (P_a, n_el, 3, A)
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> AEVJacobian:
+        """Move to ``device``; cast the floating arrays (not the indices) to ``dtype``."""
+        moved = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            moved[f.name] = t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+        return AEVJacobian(**moved)
+
+    def atoms(self, start: int, stop: int) -> AEVJacobian:
+        """The rows of atoms start..stop-1 (one structure of the batch), re-indexed from 0."""
+        r0, r1 = torch.searchsorted(self.radial_center, torch.tensor([start, stop], device=self.radial_center.device)).tolist()
+        a0, a1 = torch.searchsorted(self.angular_center, torch.tensor([start, stop], device=self.angular_center.device)).tolist()
+        return AEVJacobian(
+            radial_center=self.radial_center[r0:r1] - start,
+            radial_neighbor=self.radial_neighbor[r0:r1] - start,
+            radial_dr=self.radial_dr[r0:r1],
+            radial_unit=self.radial_unit[r0:r1],
+            angular_center=self.angular_center[a0:a1] - start,
+            angular_neighbor=self.angular_neighbor[a0:a1] - start,
+            angular=self.angular[a0:a1],
+        )
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).element_size() * getattr(self, f.name).numel() for f in fields(self))
+
+
+def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian) -> Tensor:
+    """∂E/∂x (N, 3) from ∂E/∂G (N, D) by scatter-add over the stored pairs; differentiable in ``dE_dG``."""
+    n, n_el, n_rad = dE_dG.shape[0], params.n_elements, params.radial_length
+    radial = dE_dG[:, : n_el * n_rad].view(n, n_el, n_rad)
+    angular = dE_dG[:, n_el * n_rad :].view(n, params.n_pairs, params.angular_length)
+    # Radial: (∂E/∂G_i · ∂G_i/∂r_ij) û_ij, for the block of j's element.
+    i, j = jacobian.radial_center, jacobian.radial_neighbor
+    along = (radial[i, species[j]] * jacobian.radial_dr).sum(dim=1)
+    radial_part = along[:, None] * jacobian.radial_unit
+    # Angular: the blocks pair(el(j), e) for every element e.
+    ia, ja = jacobian.angular_center, jacobian.angular_neighbor
+    blocks = pair_blocks(n_el, dE_dG.device)[species[ja]]  # (P_a, n_el)
+    angular_part = torch.einsum("pea,peca->pc", angular[ia[:, None], blocks], jacobian.angular)
+    out = dE_dG.new_zeros((n, 3))
+    out.index_add_(0, j, radial_part).index_add_(0, i, -radial_part)
+    out.index_add_(0, ja, angular_part).index_add_(0, ia, -angular_part)
+    return out
+
+
+def forces(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian) -> Tensor:
+    """Forces −∂E/∂x (N, 3) in eV/Å for a batch, from ∂E/∂G and the cached Jacobian rows."""
+    return -dE_dx(params, species, dE_dG, jacobian)
+
+
+def dense(params: AEVParams, species: Tensor, jacobian: AEVJacobian) -> Tensor:
+    """The full ∂G_i/∂x_j as an (N, D, N, 3) tensor (for inspection and tests; N² memory)."""
+    n, n_el, n_rad, width = species.numel(), params.n_elements, params.radial_length, params.angular_length
+    out = jacobian.radial_dr.new_zeros((n, params.length, n, 3))
+    i, j = jacobian.radial_center, jacobian.radial_neighbor
+    block = jacobian.radial_dr[:, :, None] * jacobian.radial_unit[:, None, :]  # (P_r, n_rad, 3)
+    columns = species[j, None] * n_rad + torch.arange(n_rad, device=species.device)
+    _scatter_pairs(out, i, j, columns, block)
+    ia, ja = jacobian.angular_center, jacobian.angular_neighbor
+    blocks = pair_blocks(n_el, species.device)[species[ja]]  # (P_a, n_el)
+    columns = n_el * n_rad + blocks[:, :, None] * width + torch.arange(width, device=species.device)
+    _scatter_pairs(out, ia, ja, columns.flatten(1), jacobian.angular.transpose(2, 3).flatten(1, 2))
+    return out
+
+
+def _scatter_pairs(out: Tensor, i: Tensor, j: Tensor, columns: Tensor, block: Tensor) -> None:
+    """out[i, c, j] += block and out[i, c, i] -= block for each pair's columns c (duplicates accumulate)."""
+    n, d = out.shape[0], out.shape[1]
+    flat = out.view(n * d * n, 3)
+    for atom, sign in ((j, 1.0), (i, -1.0)):
+        index = (i[:, None] * d + columns) * n + atom[:, None]
+        flat.index_add_(0, index.flatten(), sign * block.reshape(-1, 3))
