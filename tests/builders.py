@@ -108,3 +108,17 @@ def dump_tables(url: str) -> dict[str, list[tuple]]:
                 for name, table in metadata.tables.items()}
     engine.dispose()
     return dump
+
+
+def random_clusters(n: int, natoms: int, seed: int = 0, symbols: str = "HCNO") -> list[Atoms]:
+    """``n`` clusters of ``natoms`` H/C/N/O atoms on a jittered 1.5 Å grid (organic-like density, no overlaps)."""
+    rng = np.random.default_rng(seed)
+    side = int(np.ceil(natoms ** (1 / 3)))
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1).reshape(-1, 3) * 1.5
+    frames = []
+    for _ in range(n):
+        sites = grid[rng.choice(len(grid), natoms, replace=False)]
+        atoms = Atoms(symbols=list(rng.choice(list(symbols), natoms)), positions=sites + rng.normal(0, 0.1, (natoms, 3)))
+        atoms.info["name"] = "cluster"
+        frames.append(atoms)
+    return frames

@@ -9,11 +9,11 @@ def ok(result):
     return result
 
 
-def user_error(result, *fragments: str) -> str:
+def user_error(result, *fragments: str, program: str = "pykinml-db") -> str:
     """Exit code 2 with one line on stderr, no traceback, containing every fragment."""
     assert result.code == 2, (result.code, result.out, result.err)
     message = result.err.strip()
-    assert message.startswith("pykinml-db: error:"), message
+    assert message.startswith(f"{program}: error:"), message
     assert "\n" not in message and "Traceback" not in message, message
     for fragment in fragments:
         assert fragment in message, (fragment, message)

@@ -61,7 +61,7 @@ def _check_elements(params: AEVParams, selection: Selection) -> None:
         from ase.data import chemical_symbols
 
         raise PykinmlError(
-            f"structure id {int(selection.ids[k])} contains {chemical_symbols[missing[0]]}, "
+            f"structure id {int(selection.ids[k])} contains {chemical_symbols[int(selection.numbers[atom])]}, "
             f"which is not among the AEV elements {list(params.elements)}"
         )
 
