@@ -110,11 +110,11 @@ def dump_tables(url: str) -> dict[str, list[tuple]]:
     return dump
 
 
-def random_clusters(n: int, natoms: int, seed: int = 0, symbols: str = "HCNO") -> list[Atoms]:
-    """``n`` clusters of ``natoms`` H/C/N/O atoms on a jittered 1.5 Å grid (organic-like density, no overlaps)."""
+def random_clusters(n: int, natoms: int, seed: int = 0, symbols: str = "HCNO", spacing: float = 1.5) -> list[Atoms]:
+    """``n`` clusters of ``natoms`` H/C/N/O atoms on a jittered grid (``spacing`` Å apart, so no overlaps)."""
     rng = np.random.default_rng(seed)
     side = int(np.ceil(natoms ** (1 / 3)))
-    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1).reshape(-1, 3) * 1.5
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), axis=-1).reshape(-1, 3) * spacing
     frames = []
     for _ in range(n):
         sites = grid[rng.choice(len(grid), natoms, replace=False)]
