@@ -178,3 +178,11 @@ def test_killed_precompute_resumes_to_an_identical_cache(tmp_path):
     assert not any(".tmp" in name for name in resumed)
     assert resumed.keys() == clean.keys() and len(resumed) > 50 * 8
     assert all(resumed[name] == clean[name] for name in clean)
+
+
+def test_worker_processes_write_the_same_cache(tmp_path):
+    url = make_database(str(tmp_path / "a.db"), random_clusters(40, 12, seed=6), tmp_path)
+    caches = [precompute_database(url, HCNO, cache_dir=tmp_path / f"w{n}", chunk_atoms=60, workers=n, progress=False)
+              for n in (1, 2)]
+    assert len(caches[0].manifest["chunks"]) == 8
+    assert files_of(caches[0].path) == files_of(caches[1].path)

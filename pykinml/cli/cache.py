@@ -43,6 +43,7 @@ def cmd_build(args) -> int:
         cache_dir=args.cache_dir,
         chunk_atoms=args.chunk_atoms,
         progress=not args.quiet,
+        workers=args.workers,
     )
     print(cache.path)
     return 0
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--no-jacobian", action="store_true", help="AEVs only (energy-only training)")
     sub.add_argument("--chunk-atoms", type=int, default=DEFAULT_CHUNK_ATOMS, help="atoms per resumable chunk")
     sub.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    sub.add_argument("--workers", type=int, default=1, help="single-threaded worker processes, one chunk each")
     sub.add_argument("--cache-dir", help=root_help)
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.set_defaults(run=cmd_build)
