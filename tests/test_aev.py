@@ -546,3 +546,10 @@ def test_cuda_matches_cpu(computer):
     small = [JACOBIAN_CASES["ethanol"], JACOBIAN_CASES["periodic_triclinic"]]
     for got, expected in zip(gpu.jacobian(small), computer.jacobian(small)):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_empty_structures_give_empty_arrays():
+    computer = AEVComputer(("H", "C"), dtype="float64")
+    assert computer.aev(Atoms()).shape == (0, computer.length)
+    assert computer.aev([]) == []
+    assert computer.jacobian(Atoms()).shape == (0, computer.length, 0, 3)

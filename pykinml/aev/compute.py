@@ -71,7 +71,7 @@ def compute(
         if jacobian:
             angular_rows.index_add_(0, p * n_el + ek, d_xj)
             angular_rows.index_add_(0, q * n_el + ej, d_xk)
-    aev = torch.cat([radial.view(n, -1), angular.view(n, -1)], dim=1)
+    aev = torch.cat([radial.view(n, n_el * params.radial_length), angular.view(n, params.n_pairs * params.angular_length)], dim=1)
     if not jacobian:
         return aev, None
     return aev, AEVJacobian(
