@@ -66,17 +66,7 @@ def c5h5_selection(n: int, workdir: str) -> tuple[Selection, str]:
         import_file(engine, path, ImportOptions())
         source = "generated C5H5 rings (../shared absent)"
     selection = select_structures(engine)
-    return subset(selection, n), source
-
-
-def subset(selection: Selection, n: int) -> Selection:
-    keep = np.arange(min(n, len(selection)))
-    a = selection.offsets[keep[-1] + 1]
-    return Selection(
-        ids=selection.ids[keep], natoms=selection.natoms[keep], offsets=selection.offsets[: keep[-1] + 2],
-        numbers=selection.numbers[:a], positions=selection.positions[:a], cells=selection.cells[keep],
-        pbc=selection.pbc[keep], names=selection.names[keep], levels=(),
-    )
+    return selection.geometry_slice(0, min(n, len(selection))), source
 
 
 def selection_of(frames) -> Selection:
@@ -115,7 +105,7 @@ def compare_with_aevmod(selection: Selection, params: AEVParams, workdir: str, r
     aevmod_per = float(ref["aev_mean_seconds"] + ref["jac_mean_seconds"])
     # Same AEVs (float64) as aevmod on the saved structures: the definitions agree.
     computer = AEVComputer(params=params, dtype="float64")
-    frames = [subset(selection, k + 1).to_atoms(k) for k in range(3)]
+    frames = [selection.to_atoms(k) for k in range(3)]
     aev_diff = max(float(np.abs(a - b).max()) for (a, _), b in zip(saved_values(ref), computer.aev(frames)))
     dense = sum(8 * n * params.length * n * 3 for n in np.diff(selection.offsets).tolist()) / len(selection)
     return {

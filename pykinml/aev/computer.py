@@ -98,7 +98,7 @@ class AEVComputer:
                 raise PykinmlError("AEVComputer needs an element list (or params=, or AEVComputer.preset)")
             params = AEVParams.original(elements, n_rad, n_rho_ang, n_ang, cutoffs, beta, zeta)
         self.params = params
-        self.dtype = _dtype(dtype)
+        self.dtype = torch_dtype(dtype)
         self.device = torch.device(device)
 
     @classmethod
@@ -113,7 +113,7 @@ class AEVComputer:
     def aev(self, atoms: Atoms | Sequence[Atoms], dtype: torch.dtype | str | None = None):
         """AEVs (N, D) of one structure, or a list of them for a list of structures (one batched call)."""
         frames, single = _as_list(atoms)
-        structures = pack_atoms(self.params, frames, _dtype(dtype or self.dtype), self.device)
+        structures = pack_atoms(self.params, frames, torch_dtype(dtype or self.dtype), self.device)
         with torch.no_grad():
             values, _ = compute(self.params, structures)
         out = [values[a:b].cpu().numpy() for a, b in _bounds(structures)]
@@ -122,7 +122,7 @@ class AEVComputer:
     def jacobian(self, atoms: Atoms | Sequence[Atoms], dtype: torch.dtype | str | None = None):
         """Dense ∂G_i/∂x_j (N, D, N, 3) of one structure, or a list for a list of structures."""
         frames, single = _as_list(atoms)
-        structures = pack_atoms(self.params, frames, _dtype(dtype or self.dtype), self.device)
+        structures = pack_atoms(self.params, frames, torch_dtype(dtype or self.dtype), self.device)
         out = []
         with torch.no_grad():
             _, jac = compute(self.params, structures, jacobian=True)
@@ -142,7 +142,8 @@ def _bounds(structures: Structures) -> list[tuple[int, int]]:
     return list(zip(offsets[:-1], offsets[1:]))
 
 
-def _dtype(dtype: torch.dtype | str) -> torch.dtype:
+def torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A torch dtype from a torch dtype or its name (float32, float64); a one-line error otherwise."""
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"float32": torch.float32, "float64": torch.float64, "double": torch.float64, "float": torch.float32}

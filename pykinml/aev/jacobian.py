@@ -64,9 +64,6 @@ class AEVJacobian:
             angular=self.angular[a0:a1],
         )
 
-    def nbytes(self) -> int:
-        return sum(getattr(self, f.name).element_size() * getattr(self, f.name).numel() for f in fields(self))
-
 
 def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian) -> Tensor:
     """∂E/∂x (N, 3) from ∂E/∂G (N, D) by scatter-add over the stored pairs; differentiable in ``dE_dG``."""

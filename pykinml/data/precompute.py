@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from pykinml.aev.compute import compute
-from pykinml.aev.computer import _dtype, pack
+from pykinml.aev.computer import pack, torch_dtype
 from pykinml.aev.params import AEVParams
 from pykinml.data.cache import (
     FORMAT_VERSION,
@@ -163,21 +163,10 @@ def _write_chunk(directory: Path, index: int, arrays: dict[str, np.ndarray]) -> 
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _slice(selection: Selection, start: int, stop: int) -> Selection:
-    """Structures start..stop-1 of a selection, geometry only (what a worker process needs)."""
-    a, b = int(selection.offsets[start]), int(selection.offsets[stop])
-    return Selection(
-        ids=selection.ids[start:stop], natoms=selection.natoms[start:stop],
-        offsets=selection.offsets[start : stop + 1] - a, numbers=selection.numbers[a:b],
-        positions=selection.positions[a:b], cells=selection.cells[start:stop], pbc=selection.pbc[start:stop],
-        names=selection.names[start:stop], levels=(),
-    )
-
-
 def _chunk_job(directory: Path, c: int, params: dict, part: Selection, dtype: str, jacobian: bool, batch_atoms: int) -> int:
     """One chunk in a worker process: compute with one thread, write atomically; returns its structures."""
     torch.set_num_threads(1)
-    arrays = _compute_chunk(AEVParams.from_dict(params), part, 0, len(part), _dtype(dtype), jacobian, batch_atoms, "cpu")
+    arrays = _compute_chunk(AEVParams.from_dict(params), part, 0, len(part), torch_dtype(dtype), jacobian, batch_atoms, "cpu")
     _write_chunk(directory, c, arrays)
     return len(part)
 
@@ -189,7 +178,7 @@ def _run_in_workers(workers, directory, todo, chunks, params, selection, dtype, 
     context = multiprocessing.get_context("spawn")  # no forked torch thread pools
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         jobs = [
-            pool.submit(_chunk_job, directory, c, params.to_dict(), _slice(selection, *chunks[c]), dtype, jacobian, batch_atoms)
+            pool.submit(_chunk_job, directory, c, params.to_dict(), selection.geometry_slice(*chunks[c]), dtype, jacobian, batch_atoms)
             for c in todo
         ]
         for job in as_completed(jobs):
@@ -220,8 +209,8 @@ def precompute(
     """
     if len(selection) == 0:
         raise PykinmlError("the selection has no structures: nothing to precompute")
-    torch_dtype = _dtype(dtype)
-    dtype_name = "float64" if torch_dtype == torch.float64 else "float32"
+    compute_dtype = torch_dtype(dtype)
+    dtype_name = "float64" if compute_dtype == torch.float64 else "float32"
     _check_elements(params, selection)
     geometry = geometry_digest(
         selection.ids, selection.numbers, selection.positions, selection.offsets, selection.cells, selection.pbc
@@ -264,7 +253,7 @@ def precompute(
             if (directory / chunk_name(c)).is_dir():
                 continue
             start, stop = chunks[c]
-            arrays = _compute_chunk(params, selection, start, stop, torch_dtype, jacobian, batch_atoms, device)
+            arrays = _compute_chunk(params, selection, start, stop, compute_dtype, jacobian, batch_atoms, device)
             _write_chunk(directory, c, arrays)
             bar.update(stop - start)
     totals = {"n_structures": len(selection), "chunks": len(chunks)}

@@ -58,6 +58,15 @@ class Selection:
     def __len__(self) -> int:
         return int(self.ids.size)
 
+    def geometry_slice(self, start: int, stop: int) -> Selection:
+        """Structures start..stop-1 with their geometry only (no labels), offsets starting at 0."""
+        a, b = int(self.offsets[start]), int(self.offsets[stop])
+        return Selection(
+            ids=self.ids[start:stop], natoms=self.natoms[start:stop], offsets=self.offsets[start : stop + 1] - a,
+            numbers=self.numbers[a:b], positions=self.positions[a:b], cells=self.cells[start:stop],
+            pbc=self.pbc[start:stop], names=self.names[start:stop], levels=(),
+        )
+
     def atoms_slice(self, k: int) -> slice:
         return slice(int(self.offsets[k]), int(self.offsets[k + 1]))
 
