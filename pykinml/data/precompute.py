@@ -101,8 +101,12 @@ def _create_directory(directory: Path, manifest: dict, selection: Selection, par
 
 def _compute_chunk(
     params: AEVParams, selection: Selection, start: int, stop: int, dtype, jacobian: bool, batch_atoms: int, device
-) -> dict[str, np.ndarray]:
-    """AEVs and Jacobian rows of structures start..stop-1, as the chunk's arrays (structure-local indices)."""
+) -> dict[str, list[np.ndarray]]:
+    """AEVs and Jacobian rows of structures start..stop-1, as the chunk's arrays (structure-local indices).
+
+    Each array comes as its per-batch parts: they are written one after another into one file, never
+    concatenated in memory (a copy of the whole chunk costs more than computing it).
+    """
     out: dict[str, list] = {}
     natoms = np.diff(selection.offsets)
     batches = plan_chunks(natoms[start:stop], batch_atoms)
@@ -141,20 +145,30 @@ def _compute_chunk(
             counts = torch.bincount(owner, minlength=k1 - k0).cpu().numpy()
             pair_offsets[kind].append(ends[kind] + np.cumsum(counts))
             ends[kind] = int(pair_offsets[kind][-1][-1])
-    arrays = {name: np.concatenate(parts) for name, parts in out.items()}
     if jacobian:
         for kind, parts in pair_offsets.items():
-            arrays[f"{kind}_offsets"] = np.concatenate(parts).astype(np.int64)
-    return arrays
+            out[f"{kind}_offsets"] = [np.concatenate(parts).astype(np.int64)]
+    return out
 
 
-def _write_chunk(directory: Path, index: int, arrays: dict[str, np.ndarray]) -> None:
+def _save_parts(handle, parts: list[np.ndarray]) -> None:
+    """Write the concatenation of ``parts`` (same dtype and trailing shape) as one .npy file, part by part."""
+    first = parts[0]
+    shape = (sum(len(part) for part in parts), *first.shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(handle, header)
+    for part in parts:
+        handle.write(np.ascontiguousarray(part, dtype=first.dtype).data)
+
+
+def _write_chunk(directory: Path, index: int, arrays: dict[str, list[np.ndarray]]) -> None:
+    """Write one chunk's arrays under a temporary name, flushed to disk, then rename it into place."""
     temporary = directory / f".{chunk_name(index)}.{os.getpid()}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     for name in sorted(arrays):
         with open(temporary / f"{name}.npy", "wb") as handle:
-            np.save(handle, np.ascontiguousarray(arrays[name]))
+            _save_parts(handle, arrays[name])
             handle.flush()
             os.fsync(handle.fileno())
     try:
