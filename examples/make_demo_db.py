@@ -1,4 +1,4 @@
-"""Regenerate the bundled demo dataset: examples/data/demo.extxyz and examples/data/demo.db.
+"""Regenerate the bundled demo dataset: examples/data/demo.extxyz and the packaged pykinml/demo/demo.db.
 
 Needs `pip install tblite` (used only here, not a pykinml dependency).
 
@@ -7,7 +7,7 @@ two levels of tight-binding theory: GFN1-xTB ("gfn1", the cheap level) and GFN2-
 one). Energies in eV, forces in eV/Å. The extxyz file is the human-readable source; the database is
 built from it with `pykinml-db import`.
 
-    python examples/make_demo_db.py            # writes examples/data/demo.{extxyz,db}
+    python examples/make_demo_db.py            # writes examples/data/demo.extxyz, pykinml/demo/demo.db
 """
 
 from __future__ import annotations
@@ -129,7 +129,10 @@ def sanity(frames: list[Atoms]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Generate, label, write and import the demo dataset, then print the sanity check."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "data")
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "data",
+                        help="where demo.extxyz goes")
+    parser.add_argument("--db", type=Path, default=Path(__file__).resolve().parent.parent / "pykinml" / "demo" / "demo.db",
+                        help="the database built from it (default: the one shipped in the package)")
     parser.add_argument("--per-molecule", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20240601)
     args = parser.parse_args(argv)
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     label(frames)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     extxyz = args.out_dir / "demo.extxyz"
-    db = args.out_dir / "demo.db"
+    db = args.db
     ase.io.write(extxyz, frames, format="extxyz")
     build_db(extxyz, db)
     for path in (extxyz, db):

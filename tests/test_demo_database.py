@@ -1,4 +1,4 @@
-"""The bundled demo database (examples/data/demo.db) opens with this schema and matches its extxyz source."""
+"""The demo database shipped in the package (pykinml/demo/demo.db) opens with this schema and matches its extxyz source."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ase.io
 import numpy as np
 
 from pykinml.db import open_engine, select_structures
+from pykinml.demo import DEMO_DB
 
 DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 
@@ -15,7 +16,7 @@ DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 def test_demo_database_matches_its_source():
     """Every frame of demo.extxyz is in demo.db with both levels, and the stored split covers it all."""
     frames = ase.io.read(DATA / "demo.extxyz", ":")
-    engine = open_engine(DATA / "demo.db")
+    engine = open_engine(DEMO_DB)
     selection = select_structures(engine, levels=["gfn1", "gfn2"], split="default")
     assert len(selection) == len(frames) == 600
     for k in (0, 299, 599):

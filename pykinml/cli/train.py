@@ -1,13 +1,56 @@
-"""``pykinml-train``: not built yet (see the open issues); says so with exit code 2 instead of failing obscurely."""
+"""``pykinml-train``: compose the Hydra config (``key=value`` overrides, groups like ``fidelity=multi``) and train.
+
+    pykinml-train                                   # single fidelity on the bundled demo database
+    pykinml-train fidelity=multi trainer.max_epochs=50
+    pykinml-train --config-dir my_conf data=my_db   # groups and presets of your own
+    pykinml-train --cfg fidelity=delta              # print the resolved config and exit
+
+Bad input (unknown key or level, empty selection, incompatible checkpoint, ...) is one line on stderr and
+exit code 2, before anything is written.
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+from pykinml.cli.errors import report_errors
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pykinml-train",
+        description="Train an ANI-style potential (single, delta or chained multi-fidelity) from a pykinml database.",
+        epilog="Config groups: data aev model fidelity optim scheduler trainer logger experiment; see conf/ and README.md.",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides: key=value, group=option, +key=value")
+    parser.add_argument("--config-dir", "-cd", help="a directory of your own config groups/presets, searched first")
+    parser.add_argument("--config-name", "-cn", default="train", help="the primary config (default: train)")
+    parser.add_argument("--cfg", action="store_true", help="print the resolved config and exit without training")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("pykinml-train: error: not available yet in this version (only pykinml-db is)", file=sys.stderr)
-    return 2
+    args = parse(argv)
+
+    def run() -> int:
+        from omegaconf import OmegaConf
+
+        from pykinml.config import compose_config
+
+        config = compose_config(args.overrides, args.config_dir, args.config_name)
+        if args.cfg:
+            print(OmegaConf.to_yaml(config, resolve=True), end="")
+            return 0
+        import warnings
+
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        from pykinml.train import train
+
+        train(config)
+        return 0
+
+    return report_errors("pykinml-train", run)
 
 
 if __name__ == "__main__":

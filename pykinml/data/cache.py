@@ -26,6 +26,7 @@ import torch
 
 from pykinml.aev.jacobian import AEVJacobian
 from pykinml.aev.params import AEVParams
+from pykinml.db.query import ragged_rows
 from pykinml.errors import PykinmlError
 
 FORMAT_VERSION = 1
@@ -146,15 +147,6 @@ class CachedBatch:
     jacobian: AEVJacobian | None
 
 
-def _ragged_rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenated ranges start..start+count-1."""
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    owner = np.repeat(np.arange(counts.size), counts)
-    return np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts) + starts[owner]
-
-
 class AEVCache:
     """A complete cache directory, read through memory maps (every process shares the page cache)."""
 
@@ -205,21 +197,21 @@ class AEVCache:
             local = chosen - self.chunk_bounds[c, 0]
             arrays = self._chunk(int(c))
             chunk_atoms = self.atom_offsets[chosen] - self.atom_offsets[self.chunk_bounds[c, 0]]
-            pieces["aev"].append(arrays["aev"][_ragged_rows(chunk_atoms, self.natoms[chosen])])
+            pieces["aev"].append(arrays["aev"][ragged_rows(chunk_atoms, self.natoms[chosen])])
             if not jacobian:
                 continue
             first_atom = batch_offsets[:-1][np.searchsorted(indices, chosen)]
             for kind, value_names in (("radial", ("radial_dr", "radial_unit")), ("angular", ("angular",))):
                 offsets = arrays[f"{kind}_offsets"]
                 counts = np.asarray(offsets[local + 1] - offsets[local])
-                rows = _ragged_rows(np.asarray(offsets[local]), counts)
+                rows = ragged_rows(np.asarray(offsets[local]), counts)
                 pairs = arrays[f"{kind}_pairs"][rows].astype(np.int64) + np.repeat(first_atom, counts)[:, None]
                 pieces[f"{kind}_pairs"].append(pairs)
                 for name in value_names:
                     pieces[name].append(arrays[name][rows])
         dtype = np.float64 if self.manifest["dtype"] == "float64" else np.float32
         aev = np.concatenate(pieces["aev"]) if pieces["aev"] else np.zeros((0, self.params.length), dtype)
-        species = self.species[_ragged_rows(self.atom_offsets[indices], natoms)].astype(np.int64)
+        species = self.species[ragged_rows(self.atom_offsets[indices], natoms)].astype(np.int64)
         jac = None
         if jacobian:
             joined = {name: torch.from_numpy(np.concatenate(pieces[name])) for name in JACOBIAN_ARRAYS if pieces[name]}

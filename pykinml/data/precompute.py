@@ -51,7 +51,7 @@ def plan_chunks(natoms: np.ndarray, chunk_atoms: int) -> list[list[int]]:
     return bounds
 
 
-def _check_elements(params: AEVParams, selection: Selection) -> None:
+def check_elements(params: AEVParams, selection: Selection) -> None:
     """Fail before writing anything if an atom's element is not among the AEV elements."""
     present = np.unique(selection.numbers)
     missing = sorted(set(present.tolist()) - set(params.atomic_numbers))
@@ -225,7 +225,7 @@ def precompute(
         raise PykinmlError("the selection has no structures: nothing to precompute")
     compute_dtype = torch_dtype(dtype)
     dtype_name = "float64" if compute_dtype == torch.float64 else "float32"
-    _check_elements(params, selection)
+    check_elements(params, selection)
     geometry = geometry_digest(
         selection.ids, selection.numbers, selection.positions, selection.offsets, selection.cells, selection.pbc
     )

@@ -31,6 +31,13 @@ from .schema import (
 FETCH_CHUNK = 5000
 
 
+def ragged_rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenated ranges start..start+count−1 (e.g. the atoms of chosen structures), without a loop."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts, np.int64) - (np.cumsum(counts) - counts), counts)
+
+
 @dataclass
 class Selection:
     """Structures and labels as ragged arrays: per-atom arrays are concatenated, ``offsets`` delimit structures.
@@ -65,6 +72,22 @@ class Selection:
             ids=self.ids[start:stop], natoms=self.natoms[start:stop], offsets=self.offsets[start : stop + 1] - a,
             numbers=self.numbers[a:b], positions=self.positions[a:b], cells=self.cells[start:stop],
             pbc=self.pbc[start:stop], names=self.names[start:stop], levels=(),
+        )
+
+    def subset(self, rows: np.ndarray) -> Selection:
+        """The structures at positions ``rows`` (ascending), with their labels, offsets starting at 0."""
+        rows = np.asarray(rows, dtype=np.int64)
+        natoms = self.natoms[rows]
+        atoms = ragged_rows(self.offsets[rows], natoms)
+        per_atom = {level: value[atoms] for level, value in self.forces.items()}
+        return Selection(
+            ids=self.ids[rows], natoms=natoms, offsets=np.concatenate([[0], np.cumsum(natoms)]).astype(np.int64),
+            numbers=self.numbers[atoms], positions=self.positions[atoms], cells=self.cells[rows], pbc=self.pbc[rows],
+            names=self.names[rows], levels=self.levels,
+            energies={k: v[rows] for k, v in self.energies.items()}, has_energy={k: v[rows] for k, v in self.has_energy.items()},
+            forces=per_atom, has_forces={k: v[rows] for k, v in self.has_forces.items()},
+            stress={k: v[rows] for k, v in self.stress.items()}, has_stress={k: v[rows] for k, v in self.has_stress.items()},
+            subsets=None if self.subsets is None else self.subsets[rows],
         )
 
     def atoms_slice(self, k: int) -> slice:

@@ -1,0 +1,1 @@
+"""pykinml-train's Hydra configuration tree, installed as the package ``pykinml.conf``."""

@@ -1,0 +1,119 @@
+"""The LightningDataModule: batches of cached AEVs (and Jacobian rows) with their targets.
+
+Rank 0 of each node builds the AEV cache in ``prepare_data``; every rank then opens it through memory
+maps. Training batches are reshuffled every epoch by a DistributedSampler seeded with ``seed`` + epoch,
+so a run resumed from a checkpoint sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from pykinml.aev.computer import pack
+from pykinml.aev.params import AEVParams
+from pykinml.data.batches import Batch, owner_of
+from pykinml.data.cache import AEVCache
+from pykinml.data.precompute import precompute
+from pykinml.data.training import TrainingData
+from pykinml.db.query import ragged_rows
+
+
+class PotentialDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        data: TrainingData,
+        params: AEVParams,
+        *,
+        forces: bool,
+        force_mode: str = "jacobian",
+        dtype: str = "float32",
+        batch_size: int = 50,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        precompute_workers: int = 1,
+        progress: bool = True,
+    ):
+        super().__init__()
+        self.data, self.params = data, params
+        self.forces, self.force_mode, self.dtype = forces, force_mode, dtype
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.seed, self.cache_dir, self.precompute_workers, self.progress = seed, cache_dir, precompute_workers, progress
+        self.cache: AEVCache | None = None
+        self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.force_mode == "jacobian" or not self.forces
+
+    def _build_cache(self, progress: bool) -> AEVCache:
+        return precompute(
+            self.data.selection, self.params, dtype=self.dtype, jacobian=self.forces, cache_dir=self.cache_dir,
+            source=self.data.source, progress=progress, workers=self.precompute_workers,
+        )
+
+    def prepare_data(self) -> None:
+        if self.uses_cache:
+            self._build_cache(self.progress)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.uses_cache and self.cache is None:
+            self.cache = self._build_cache(False)  # already complete: opens it
+
+    def collate(self, rows: list[int]) -> Batch:
+        """Gather the structures at selection positions ``rows`` (sorted) into one :class:`Batch`."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        selection, targets = self.data.selection, self.data.targets
+        natoms = selection.natoms[rows]
+        atoms = ragged_rows(selection.offsets[rows], natoms)
+        offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(natoms)]).astype(np.int64))
+        aev = jacobian = structures = None
+        if self.uses_cache:
+            cached = self.cache.batch(rows, jacobian=self.forces)
+            species, aev, jacobian = cached.species, cached.aev, cached.jacobian
+        else:
+            structures = pack(
+                self.params, selection.numbers[atoms], selection.positions[atoms], offsets.numpy(),
+                selection.cells[rows], selection.pbc[rows], dtype=self.torch_dtype, ids=selection.ids[rows],
+            )
+            species = structures.species
+        force_mask = torch.from_numpy(np.repeat(targets.force_mask[:, rows], natoms, axis=1))
+        return Batch(
+            rows=rows,
+            ids=selection.ids[rows],
+            species=species,
+            owner=owner_of(offsets),
+            natoms=torch.from_numpy(natoms),
+            energies=torch.from_numpy(targets.energies[:, rows]),
+            energy_mask=torch.from_numpy(targets.energy_mask[:, rows]),
+            forces=torch.from_numpy(targets.forces[:, atoms]).to(self.torch_dtype) if self.forces else None,
+            force_mask=force_mask if self.forces else None,
+            aev=aev,
+            jacobian=jacobian,
+            structures=structures,
+        )
+
+    def _loader(self, subset: str, shuffle: bool) -> DataLoader:
+        rows = self.data.rows[subset]
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DistributedSampler(rows, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
+        return DataLoader(
+            rows, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
+            collate_fn=self.collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, dataloader_idx: int) -> Batch:
+        return batch.to(device)

@@ -1,0 +1,66 @@
+"""Potentials: energies of structures from per-atom features, for one level or a chain of levels.
+
+The chained multi-fidelity model (one network per level and element): level 0 sees the AEV G_i; level l > 0
+sees G_i with the previous level's atomic energy e_i^{l−1} appended, and predicts a correction, so
+e_i^l = e_i^{l−1} + NN_l([G_i, e_i^{l−1}]) and E_l = Σ_i e_i^l + Σ_i SAE_l(Z_i). With one level it is the
+plain ANI model; delta learning is a one-level model whose targets are E_high − E_low. The networks
+learn the residual after the SAEs; the SAE sums are kept in float64 (totals are large, residuals small).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from pykinml.nn.networks import ElementNetworks
+
+
+def structure_sums(values: Tensor, owner: Tensor, n_structures: int) -> Tensor:
+    """Sum per-atom ``values`` (N,) into their structures (B,) by scatter-add."""
+    return values.new_zeros(n_structures).index_add(0, owner, values)
+
+
+class ChainedPotential(nn.Module):
+    """Energies (n_levels, B) of B structures; one :class:`ElementNetworks` per level (see module docstring)."""
+
+    def __init__(
+        self,
+        n_levels: int,
+        n_elements: int,
+        aev_length: int,
+        neurons: Sequence[int],
+        activations: str | Sequence[str] = "celu",
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.levels = nn.ModuleList(
+            ElementNetworks(n_elements, aev_length + (1 if level else 0), neurons, activations, bias)
+            for level in range(n_levels)
+        )
+        self.register_buffer("sae", torch.zeros(n_levels, n_elements, dtype=torch.float64))
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    def atomic(self, aev: Tensor, species: Tensor) -> Tensor:
+        """Network atomic energies (n_levels, N), without the SAEs."""
+        energies = []
+        previous = None
+        for network in self.levels:
+            if previous is None:
+                previous = network(aev, species)
+            else:
+                previous = previous + network(torch.cat([aev, previous[:, None]], dim=1), species)
+            energies.append(previous)
+        return torch.stack(energies)
+
+    def forward(self, aev: Tensor, species: Tensor, owner: Tensor, n_structures: int) -> Tensor:
+        """Network energies (n_levels, B) in eV, without the SAEs (add :meth:`sae_energies` for totals)."""
+        return torch.stack([structure_sums(level, owner, n_structures) for level in self.atomic(aev, species)])
+
+    def sae_energies(self, species: Tensor, owner: Tensor, n_structures: int) -> Tensor:
+        """Σ_i SAE_l(Z_i) per level and structure (n_levels, B), in float64: totals are large, residuals small."""
+        return torch.stack([structure_sums(level, owner, n_structures) for level in self.sae[:, species]])

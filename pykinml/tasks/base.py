@@ -1,0 +1,195 @@
+"""The LightningModule shared by every fidelity mode: predictions, loss, metrics, optimizer and schedule.
+
+A subclass only says which targets the model is trained on (:meth:`PotentialTask.target_specs`) and how
+many chained network levels it has. Forces come from the cached Jacobian (F = −Σ_i ∂E/∂G_i · ∂G_i/∂x, the
+contraction a scatter-add) or, with ``model.force_mode=autograd``, from autograd through the AEV.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from pykinml.aev.jacobian import forces as contract_forces
+from pykinml.aev.params import AEVParams
+from pykinml.data.batches import Batch
+from pykinml.data.targets import TargetSpec
+from pykinml.errors import PykinmlError
+from pykinml.nn.potential import ChainedPotential
+from pykinml.tasks.losses import TaskWeights, squared_error
+from pykinml.tasks.metrics import ErrorMetrics
+
+_aev = importlib.import_module("pykinml.aev.compute")  # the module (its name is shadowed by the function)
+SPLITS = ("train", "val", "test")
+CHECKPOINT_FORMAT = 1
+
+
+class PotentialTask(L.LightningModule):
+    """Train a :class:`ChainedPotential` on the targets of one fidelity mode.
+
+    ``config`` is the run's resolved configuration (plain dict), ``aev`` the AEV constants
+    (:meth:`AEVParams.to_dict`), ``levels`` the database levels, low → high. Everything is saved as
+    hyperparameters, so a checkpoint alone rebuilds the model (and loads with ``weights_only=True``).
+    """
+
+    fidelity = "base"
+
+    def __init__(self, config: dict, aev: dict, levels: list[str]):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config, self.levels = config, list(levels)
+        self.params = AEVParams.from_dict(aev)
+        model = config["model"]
+        loss = config["loss"]
+        self.specs = self.target_specs(self.levels)
+        self.forces = bool(model["forces"])
+        self.force_mode = model.get("force_mode", "jacobian")
+        self.model = ChainedPotential(
+            self.network_levels(len(self.specs)), self.params.n_elements, self.params.length,
+            list(model["neurons"]), model["activations"], bool(model["bias"]),
+        )
+        self.weights = TaskWeights(len(self.specs), self.forces, loss["weighting"], float(loss["force_weight"]))
+        self.per_atom = loss["energy"] == "per_atom"
+        self.rmse = loss["kind"] == "rmse"
+        self.metrics = torch.nn.ModuleDict({f"{split}_errors": ErrorMetrics([s.name for s in self.specs]) for split in SPLITS})
+        self.results: dict[str, dict[str, float]] = {}
+
+    # --- what a fidelity mode defines -------------------------------------------------------------
+    @classmethod
+    def target_specs(cls, levels: list[str]) -> list[TargetSpec]:
+        raise NotImplementedError
+
+    @staticmethod
+    def network_levels(n_targets: int) -> int:
+        return 1
+
+    # --- self atomic energies -----------------------------------------------------------------------
+    def set_sae(self, sae) -> None:
+        """Self atomic energies (T, n_elements) in eV, one row per target (fitted on the training split)."""
+        sae = torch.as_tensor(sae, dtype=torch.float64)
+        if sae.shape != self.model.sae.shape:
+            raise PykinmlError(f"self atomic energies of shape {tuple(sae.shape)} do not fit the model's {tuple(self.model.sae.shape)}")
+        self.model.sae.copy_(sae)
+
+    # --- predictions ----------------------------------------------------------------------------------
+    def predict_batch(self, batch: Batch, forces: bool, create_graph: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Energies (T, B) in eV (SAEs included, float64) and forces (T, N, 3) in eV/Å when ``forces``."""
+        n_structures = len(batch)
+        if batch.structures is not None:
+            positions = batch.structures.positions
+            if forces:
+                positions = positions.detach().requires_grad_(True)
+            structures = type(batch.structures)(**{**vars(batch.structures), "positions": positions})
+            aev, _ = _aev.compute(self.params, structures)
+            wrt = positions
+        else:
+            aev = batch.aev.detach().requires_grad_(True) if forces else batch.aev
+            wrt = aev
+        residual = self.model(aev, batch.species, batch.owner, n_structures)
+        energies = residual.double() + self.model.sae_energies(batch.species, batch.owner, n_structures)
+        if not forces:
+            return energies, None
+        out = []
+        for level in range(residual.shape[0]):
+            (grad,) = torch.autograd.grad(residual[level].sum(), wrt, create_graph=create_graph, retain_graph=True)
+            if batch.structures is not None:
+                out.append(-grad)
+            else:
+                out.append(contract_forces(self.params, batch.species, grad, batch.jacobian))
+        return energies, torch.stack(out)
+
+    def _step(self, batch: Batch, split: str) -> Tensor:
+        training = split == "train"
+        with torch.enable_grad():
+            energies, forces = self.predict_batch(batch, self.forces, create_graph=training)
+        model_dtype = batch.aev.dtype if batch.aev is not None else batch.structures.positions.dtype
+        sae = self.model.sae_energies(batch.species, batch.owner, len(batch))
+        terms: dict[tuple[int, str], Tensor | None] = {}
+        natoms = batch.natoms.to(model_dtype)
+        for t in range(len(self.specs)):
+            mask = batch.energy_mask[t]
+            # Compare residuals (target − SAE sum, formed in float64) in the model's dtype.
+            predicted = (energies[t] - sae[t]).to(model_dtype)
+            target = torch.nan_to_num(batch.energies[t] - sae[t]).to(model_dtype)
+            terms[(t, "energy")] = self._reduce(squared_error(predicted, target, mask, natoms if self.per_atom else None))
+            force_target = None
+            if self.forces:
+                force_target = torch.nan_to_num(batch.forces[t])
+                terms[(t, "forces")] = self._reduce(squared_error(forces[t], force_target, batch.force_mask[t]))
+            self.metrics[f"{split}_errors"].update(
+                t, energies[t], torch.nan_to_num(batch.energies[t]), batch.natoms.double(), mask,
+                forces[t] if self.forces else None, force_target, batch.force_mask[t] if self.forces else None,
+            )
+        loss = self.weights(terms)
+        self.log(f"{split}/batch_loss", loss.detach(), batch_size=len(batch), prog_bar=training, on_step=training, on_epoch=True, sync_dist=not training)
+        return loss
+
+    def _reduce(self, mse: Tensor | None) -> Tensor | None:
+        return None if mse is None or not self.rmse else torch.sqrt(mse + 1e-12)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    # --- epoch ends: metrics in several units, and the monitored score ---------------------------------
+    def _log_metrics(self, split: str) -> None:
+        values = self.metrics[f"{split}_errors"].compute()
+        self.metrics[f"{split}_errors"].reset()
+        if not values:
+            return
+        values["loss"] = self.score(values)
+        values = {f"{split}/{name}": value for name, value in values.items()}
+        self.log_dict(values, prog_bar=False, sync_dist=False)
+        self.results[split] = {name.split("/", 1)[1]: value for name, value in values.items()}
+
+    def score(self, values: dict[str, float]) -> float:
+        """The monitored loss: Σ_t (1 − w_f)·RMSE_E² + w_f·RMSE_F² (eV, or eV/atom with per-atom energy loss)."""
+        w = float(self.config["loss"]["force_weight"]) if self.forces else 0.0
+        total = 0.0
+        for spec in self.specs:
+            energy = values.get(f"{spec.name}/energy_rmse_mev_atom" if self.per_atom else f"{spec.name}/energy_rmse_ev")
+            if energy is not None:
+                total += (1.0 - w) * (energy / (1000.0 if self.per_atom else 1.0)) ** 2
+            force = values.get(f"{spec.name}/force_rmse_ev_a")
+            if force is not None:
+                total += w * force**2
+        return total
+
+    def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    # --- checkpoints: everything prediction needs, as plain data (loads with weights_only=True) ---------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["pykinml"] = {
+            "format": CHECKPOINT_FORMAT,
+            "fidelity": self.fidelity,
+            "levels": list(self.levels),
+            "elements": list(self.params.elements),
+            "aev": self.params.to_dict(),
+            "targets": [{"name": s.name, "level": s.level, "minus": s.minus} for s in self.specs],
+            "sae": self.model.sae.tolist(),
+            "config": self.config,
+        }
+
+    # --- optimisation ------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        from pykinml.tasks.optim import build_optimizer, build_scheduler
+
+        optimizer = build_optimizer(self.config["optim"], self.model.parameters(), self.weights.parameters())
+        scheduler = build_scheduler(self.config["scheduler"], optimizer, self.config.get("monitor", "val/loss"))
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,75 @@
+"""Energy and force errors per model output, accumulated with torchmetrics and reported in several units.
+
+Errors are accumulated in eV, eV/atom and eV/Å; MAE and RMSE scale linearly, so kcal/mol and meV/atom are
+exact conversions at reporting time (units come from :mod:`pykinml.units`).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError
+
+from pykinml.units import KCAL_MOL_EV
+
+#: metric suffix -> (accumulator, factor from eV-based units)
+REPORTS = {
+    "energy_mae_ev": ("energy_mae", 1.0),
+    "energy_rmse_ev": ("energy_rmse", 1.0),
+    "energy_mae_kcal_mol": ("energy_mae", 1.0 / KCAL_MOL_EV),
+    "energy_rmse_kcal_mol": ("energy_rmse", 1.0 / KCAL_MOL_EV),
+    "energy_mae_mev_atom": ("atom_mae", 1000.0),
+    "energy_rmse_mev_atom": ("atom_rmse", 1000.0),
+    "force_mae_ev_a": ("force_mae", 1.0),
+    "force_rmse_ev_a": ("force_rmse", 1.0),
+    "force_mae_kcal_mol_a": ("force_mae", 1.0 / KCAL_MOL_EV),
+    "force_rmse_kcal_mol_a": ("force_rmse", 1.0 / KCAL_MOL_EV),
+}
+
+
+def _pair() -> nn.ModuleDict:
+    return nn.ModuleDict({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)})
+
+
+class ErrorMetrics(nn.Module):
+    """MAE and RMSE of energies (per structure and per atom) and force components, for each output name."""
+
+    def __init__(self, outputs: list[str]):
+        super().__init__()
+        self.outputs = list(outputs)
+        self.errors = nn.ModuleDict(
+            {name: nn.ModuleDict({"energy": _pair(), "atom": _pair(), "force": _pair()}) for name in self.outputs}
+        )
+
+    def update(self, output: int, energy: Tensor, target: Tensor, natoms: Tensor, mask: Tensor,
+               forces: Tensor | None = None, target_forces: Tensor | None = None, force_mask: Tensor | None = None) -> None:
+        groups = self.errors[self.outputs[output]]
+        if bool(mask.any()):
+            e, t, n = energy[mask].detach(), target[mask].detach(), natoms[mask]
+            for metric in groups["energy"].values():
+                metric.update(e, t)
+            for metric in groups["atom"].values():
+                metric.update(e / n, t / n)
+        if forces is not None and bool(force_mask.any()):
+            f, g = forces[force_mask].detach().flatten(), target_forces[force_mask].detach().flatten()
+            for metric in groups["force"].values():
+                metric.update(f, g)
+
+    def compute(self) -> dict[str, float]:
+        """``{'<output>/<metric>_<unit>': value}`` for every accumulator that saw data."""
+        out: dict[str, float] = {}
+        for name, groups in self.errors.items():
+            values = {}
+            for group, pair in groups.items():
+                for kind, metric in pair.items():
+                    if metric.update_count:
+                        values[f"{group}_{kind}"] = float(metric.compute())
+            for report, (source, factor) in REPORTS.items():
+                if source in values:
+                    out[f"{name}/{report}"] = values[source] * factor
+        return out
+
+    def reset(self) -> None:
+        for groups in self.errors.values():
+            for pair in groups.values():
+                for metric in pair.values():
+                    metric.reset()
