@@ -75,14 +75,17 @@ REPO = HERE.parent
 
 
 def _sanitize_sys_path() -> None:
-    """Drop this folder, the repository and the current directory from sys.path (never import /work/main)."""
+    """Drop this folder, the repository and the current directory from sys.path (never import /work/main);
+    the virtualenv's own folders (it lives in bench/ by default) stay."""
+    prefix = Path(sys.prefix).resolve()
     kept = []
     for entry in sys.path:
         try:
             resolved = Path(entry or ".").resolve()
         except OSError:
             continue
-        if entry in ("", ".") or resolved == HERE or resolved == REPO or REPO in resolved.parents:
+        in_venv = resolved == prefix or prefix in resolved.parents
+        if entry in ("", ".") or (not in_venv and (resolved == REPO or REPO in resolved.parents)):
             continue
         kept.append(entry)
     sys.path[:] = kept
@@ -279,7 +282,8 @@ def main(argv=None) -> dict:
     from pykinml import trainer
 
     pkfile = Path(pykinml.__path__[0]).resolve()
-    if pkfile == REPO or REPO in pkfile.parents or version("pykinml") != "1.1.2":
+    prefix = Path(sys.prefix).resolve()
+    if prefix not in pkfile.parents or version("pykinml") != "1.1.2":
         raise SystemExit(f"imported the wrong pykinml ({pkfile}, {version('pykinml')}): run with the "
                          f"python of bench/.venv-pykinml112 (bench/pykinml_original_env.py)")
     if options.config == "best":

@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cfg:
             print(OmegaConf.to_yaml(config, resolve=True), end="")
             return 0
+        import logging
         import warnings
 
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available"/tips chatter
         from pykinml.train import train
 
         train(config)

@@ -232,7 +232,13 @@ def precompute(
     key = cache_key(params, dtype_name, jacobian, geometry)
     directory = cache_root(cache_dir) / "aev" / key
     if (directory / "complete.json").is_file():
-        return AEVCache(directory)
+        cache = AEVCache(directory)
+        if cache.params != params or cache.manifest.get("dtype") != dtype_name or cache.has_jacobian != jacobian:
+            raise PykinmlError(
+                f"AEV cache {directory} was built with other AEV parameters than its key says; "
+                f"remove it with: pykinml-cache clear {key}"
+            )
+        return cache
     manifest = {
         "format": FORMAT_VERSION,
         "key": key,

@@ -22,6 +22,7 @@ from pykinml.errors import PykinmlError
 from pykinml.nn.potential import ChainedPotential
 from pykinml.tasks.losses import TaskWeights, squared_error
 from pykinml.tasks.metrics import ErrorMetrics
+from pykinml.tasks.optim import build_optimizer, build_scheduler
 
 _aev = importlib.import_module("pykinml.aev.compute")  # the module (its name is shadowed by the function)
 SPLITS = ("train", "val", "test")
@@ -57,6 +58,9 @@ class PotentialTask(L.LightningModule):
         self.rmse = loss["kind"] == "rmse"
         self.metrics = torch.nn.ModuleDict({f"{split}_errors": ErrorMetrics([s.name for s in self.specs]) for split in SPLITS})
         self.results: dict[str, dict[str, float]] = {}
+        self.schedule = None
+        self._schedule_state: dict | None = None
+        self._stepped_epoch = -1
 
     # --- what a fidelity mode defines -------------------------------------------------------------
     @classmethod
@@ -129,7 +133,9 @@ class PotentialTask(L.LightningModule):
         return loss
 
     def _reduce(self, mse: Tensor | None) -> Tensor | None:
-        return None if mse is None or not self.rmse else torch.sqrt(mse + 1e-12)
+        if mse is None or not self.rmse:
+            return mse
+        return torch.sqrt(mse + 1e-12)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
@@ -166,9 +172,11 @@ class PotentialTask(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_metrics("train")
+        self._step_schedule(validated=False)  # epochs without validation still advance a fixed schedule
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
+        self._step_schedule(validated=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
@@ -185,11 +193,33 @@ class PotentialTask(L.LightningModule):
             "sae": self.model.sae.tolist(),
             "config": self.config,
         }
+        checkpoint["pykinml_schedule"] = None if self.schedule is None else self.schedule.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._schedule_state = checkpoint.get("pykinml_schedule")  # applied when the optimizer is built
 
     # --- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        from pykinml.tasks.optim import build_optimizer, build_scheduler
-
         optimizer = build_optimizer(self.config["optim"], self.model.parameters(), self.weights.parameters())
-        scheduler = build_scheduler(self.config["scheduler"], optimizer, self.config.get("monitor", "val/loss"))
-        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+        self.schedule = build_scheduler(self.config["scheduler"], optimizer)
+        if self.schedule is not None and self._schedule_state is not None:
+            self.schedule.load_state_dict(self._schedule_state)
+        return optimizer
+
+    # The schedule is stepped here, right after the epoch's validation and before Lightning writes the
+    # epoch's checkpoints, so last.ckpt holds the stepped schedule and a resumed run continues exactly
+    # (Lightning steps epoch schedules after its checkpoint callbacks, which loses one step on resume).
+    def _step_schedule(self, validated: bool) -> None:
+        if self.schedule is None or self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return
+        if self._stepped_epoch == self.current_epoch:
+            return
+        if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            split, _, name = self.config.get("monitor", "val/loss").partition("/")
+            value = self.results.get(split, {}).get(name)
+            if not validated or value is None:
+                return
+            self.schedule.step(value)
+        else:
+            self.schedule.step()
+        self._stepped_epoch = self.current_epoch

@@ -26,27 +26,26 @@ def build_optimizer(config: dict, model_parameters: Iterable, weight_parameters:
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(config.get("betas", (0.9, 0.999))))
     if name == "sgd":
+        if config.get("nesterov", False) and float(config.get("momentum", 0.0)) <= 0:
+            raise PykinmlError("optim.nesterov=true needs optim.momentum > 0")
         return torch.optim.SGD(groups, lr=lr, momentum=float(config.get("momentum", 0.0)),
                                nesterov=bool(config.get("nesterov", False)))
     raise PykinmlError(f"unknown optim.name {name!r}; choose from {', '.join(OPTIMIZERS)}")
 
 
-def build_scheduler(config: dict, optimizer: torch.optim.Optimizer, monitor: str) -> dict | None:
-    """A Lightning scheduler entry for ``config['name']`` (stepped once per epoch), or ``None``."""
+def build_scheduler(config: dict, optimizer: torch.optim.Optimizer):
+    """The learning-rate schedule ``config['name']`` (stepped once per epoch by the task), or ``None``."""
     name = config["name"]
     if name == "none":
         return None
     if name == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=float(config["factor"]), patience=int(config["patience"]),
             threshold=float(config["threshold"]), threshold_mode=config.get("threshold_mode", "rel"),
             cooldown=int(config.get("cooldown", 0)), min_lr=float(config.get("min_lr", 0.0)),
         )
-        return {"scheduler": scheduler, "monitor": monitor, "interval": "epoch", "frequency": 1}
     if name == "exponential":
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(config["gamma"]))
-    elif name == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(config["step_size"]), gamma=float(config["gamma"]))
-    else:
-        raise PykinmlError(f"unknown scheduler.name {name!r}; choose from {', '.join(SCHEDULERS)}")
-    return {"scheduler": scheduler, "interval": "epoch", "frequency": 1}
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(config["gamma"]))
+    if name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(config["step_size"]), gamma=float(config["gamma"]))
+    raise PykinmlError(f"unknown scheduler.name {name!r}; choose from {', '.join(SCHEDULERS)}")
