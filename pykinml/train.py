@@ -128,8 +128,11 @@ def print_metrics(metrics: dict) -> None:
             print(line, flush=True)
 
 
-def train(cfg: DictConfig | dict, progress: bool | None = None) -> RunResult:
-    """Run training as ``cfg`` (a composed, validated config) says; returns where it wrote and its metrics."""
+def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list | None = None) -> RunResult:
+    """Run training as ``cfg`` (a composed, validated config) says; returns where it wrote and its metrics.
+
+    ``callbacks``: extra Lightning callbacks (e.g. timing, custom logging) added to pykinml's own.
+    """
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     torch.set_num_threads(int(config["trainer"]["threads"]))
     fidelity, levels = config["fidelity"]["name"], list(config["data"]["levels"])
@@ -169,7 +172,8 @@ def train(cfg: DictConfig | dict, progress: bool | None = None) -> RunResult:
         seed=int(config["seed"]), cache_dir=config["cache_dir"], precompute_workers=int(config["precompute_workers"]),
         progress=show_progress,
     )
-    callbacks, best = _callbacks(config, run_dir)
+    own, best = _callbacks(config, run_dir)
+    callbacks = own + list(callbacks or [])
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
         write_atomically(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))

@@ -68,16 +68,21 @@ class AEVJacobian:
 def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian) -> Tensor:
     """∂E/∂x (N, 3) from ∂E/∂G (N, D) by scatter-add over the stored pairs; differentiable in ``dE_dG``."""
     n, n_el, n_rad = dE_dG.shape[0], params.n_elements, params.radial_length
-    radial = dE_dG[:, : n_el * n_rad].view(n, n_el, n_rad)
-    angular = dE_dG[:, n_el * n_rad :].view(n, params.n_pairs, params.angular_length)
+    # Rows of ∂E/∂G are gathered with index_select on flattened blocks: its backward is a fast index_add
+    # (advanced indexing would back-propagate through a much slower accumulating index_put).
+    radial = dE_dG[:, : n_el * n_rad].reshape(n * n_el, n_rad)
+    angular = dE_dG[:, n_el * n_rad :].reshape(n * params.n_pairs, params.angular_length)
     # Radial: (∂E/∂G_i · ∂G_i/∂r_ij) û_ij, for the block of j's element.
     i, j = jacobian.radial_center, jacobian.radial_neighbor
-    along = (radial[i, species[j]] * jacobian.radial_dr).sum(dim=1)
+    along = (radial.index_select(0, i * n_el + species[j]) * jacobian.radial_dr).sum(dim=1)
     radial_part = along[:, None] * jacobian.radial_unit
     # Angular: the blocks pair(el(j), e) for every element e.
     ia, ja = jacobian.angular_center, jacobian.angular_neighbor
     blocks = pair_blocks(n_el, dE_dG.device)[species[ja]]  # (P_a, n_el)
-    angular_part = torch.einsum("pea,peca->pc", angular[ia[:, None], blocks], jacobian.angular)
+    rows = angular.index_select(0, (ia[:, None] * params.n_pairs + blocks).flatten())  # (P_a·n_el, A)
+    angular_part = torch.linalg.vecdot(  # row-wise dot products, fastest here forward and backward
+        jacobian.angular.view(-1, 3, params.angular_length), rows.view(-1, 1, params.angular_length)
+    ).view(-1, n_el, 3).sum(dim=1)
     out = dE_dG.new_zeros((n, 3))
     out.index_add_(0, j, radial_part).index_add_(0, i, -radial_part)
     out.index_add_(0, ja, angular_part).index_add_(0, ia, -angular_part)

@@ -52,9 +52,13 @@ class ElementNetworks(nn.Module):
         self.networks = nn.ModuleList(mlp(input_size, neurons, activations, bias) for _ in range(n_elements))
 
     def forward(self, features: Tensor, species: Tensor) -> Tensor:
-        out = features.new_zeros(species.shape[0])
-        for element, network in enumerate(self.networks):
-            rows = torch.nonzero(species == element).flatten()
-            if rows.numel():
-                out = out.index_put((rows,), network(features.index_select(0, rows)).flatten())
-        return out
+        # Sort atoms by element once, run each network on its contiguous slice, and undo the sort; every
+        # gather is an index_select, whose backward (index_add) is fast, also through double backward.
+        order = torch.argsort(species, stable=True)
+        counts = torch.bincount(species, minlength=len(self.networks)).tolist()
+        slices = torch.split(features.index_select(0, order), counts)
+        outputs = [network(part).flatten() for network, part in zip(self.networks, slices) if part.shape[0]]
+        energies = torch.cat(outputs) if outputs else features.new_zeros(0)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(order.numel(), device=order.device)
+        return energies.index_select(0, inverse)

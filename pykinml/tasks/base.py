@@ -154,7 +154,8 @@ class PotentialTask(L.LightningModule):
             return
         values["loss"] = self.score(values)
         values = {f"{split}/{name}": value for name, value in values.items()}
-        self.log_dict(values, prog_bar=False, sync_dist=False)
+        # torchmetrics already reduced the errors over all ranks: syncing again changes nothing
+        self.log_dict(values, prog_bar=False, sync_dist=True)
         self.results[split] = {name.split("/", 1)[1]: value for name, value in values.items()}
 
     def score(self, values: dict[str, float]) -> float:
