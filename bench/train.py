@@ -3,15 +3,22 @@ PyKinML's C5H5 set within a time budget, and the multi-fidelity benefit on ethan
 
     python bench/train.py throughput [--epochs 4] [--processes 1 2] [--original-epochs 2]
     python bench/train.py accuracy [--minutes 12]
-    python bench/train.py multifidelity [--minutes 6] [--high 50] [--low 950]
+    python bench/train.py multifidelity [--minutes 6] [--high 50] [--low 950] [--val 100]
 
 Numbers go to bench/results/train.json (each mode updates its own section).
 
 throughput: C5H5 (10 atoms, AEV length 224, networks 224-48-24-12-1 per element, batch 50, energies and
-forces, float32) with PyKinML's own mask; structures per second over training batches only (validation and
+forces, float32) with PyKinML's own mask (2048 train/val, 64 test); structures per second over training batches only (validation and
 start-up excluded, first epoch dropped), with 1 process and with 2 DDP processes on CPU (one torch thread
 each). The original PyKinML 1.1.2 runs the same data in its own virtualenv (bench/pykinml_original_env.py)
 in the same invocation; the ratio is printed.
+
+accuracy: the same C5H5 data, `pykinml-train experiment=c5h5` for --minutes; test energy and force RMSE.
+
+multifidelity: BOTNet ethanol (../shared/data/multilevel_botnet), --high training frames with DFT and GFN2
+labels plus --low with GFN2 only; validation = the first --val test_MD frames, test = the other test_MD
+frames. Single fidelity (DFT frames only), chained multi-fidelity (GFN2 -> DFT) and delta (DFT = GFN2 + Δ,
+the DFT-labelled frames only), each for --minutes; DFT test RMSEs and the ratios to single fidelity.
 """
 
 from __future__ import annotations
@@ -138,6 +145,94 @@ def throughput(args) -> None:
     save("throughput", results)
 
 
+def run_cli(overrides: list[str], cwd: Path, log: Path) -> dict:
+    """One ``pykinml-train`` run as a user would start it; returns its metrics.json."""
+    exe = Path(sys.executable).with_name("pykinml-train")
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        subprocess.run([str(exe), *overrides, "trainer.progress_bar=false"], check=True, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    run_dir = next(Path(o.split("=", 1)[1]) for o in overrides if o.startswith("run_dir="))
+    metrics = json.loads((cwd / run_dir / "metrics.json").read_text())
+    metrics["wall_seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def accuracy(args) -> None:
+    """C5H5 with PyKinML's mask, energies and forces, ``--minutes`` of training: test RMSEs against the targets."""
+    work = Path(tempfile.mkdtemp(prefix="pykinml-bench-"))
+    db = c5h5_database(work)
+    overrides = ["experiment=c5h5", f"data.db={db}", "run_dir=run", f"cache_dir={work / 'cache'}",
+                 f"trainer.max_time=00:00:{args.minutes:02d}:00", *args.overrides]
+    metrics = run_cli(overrides, work, work / "accuracy.log")
+    test = metrics["test"]
+    energy, force = test["fidelity_1/energy_rmse_kcal_mol"], test["fidelity_1/force_rmse_kcal_mol_a"]
+    print(f"C5H5, {args.minutes} min, {metrics['epochs']} epochs: test energy RMSE {energy:.3f} kcal/mol (target <= 1.0), "
+          f"force RMSE {force:.3f} kcal/mol/A (target <= 1.5)")
+    save("accuracy", {"minutes": args.minutes, "overrides": overrides, "epochs": metrics["epochs"],
+                      "test_energy_rmse_kcal_mol": energy, "test_force_rmse_kcal_mol_a": force,
+                      "val": metrics["val"], "test": test, "wall_seconds": metrics["wall_seconds"]})
+
+
+def ethanol_database(work: Path, n_high: int, n_low: int, n_val: int, seed: int) -> Path:
+    """BOTNet ethanol: n_high training frames with DFT and GFN2, n_low with GFN2 only; val/test from test_MD."""
+    import ase.io
+    import numpy as np
+
+    from pykinml.db import assign_split, open_engine, select_structures
+
+    folder = SHARED / "multilevel_botnet"
+    train = ase.io.read(folder / "ethanol_train_dft_gfn2_gfn1.extxyz", ":")
+    test = ase.io.read(folder / "ethanol_testMD_dft_gfn2_gfn1.extxyz", ":")
+    order = np.random.default_rng(seed).permutation(len(train))
+    parts = {"ethanol_dft": [train[i] for i in order[:n_high]],
+             "ethanol_gfn2": [train[i] for i in order[n_high:n_high + n_low]],
+             "ethanol_test": test}
+    db = work / "ethanol.db"
+    for name, frames in parts.items():
+        path = work / f"{name}.extxyz"
+        ase.io.write(path, frames, format="extxyz")
+        levels = ["--level", "gfn2=gfn2_energy,gfn2_forces"]
+        if name != "ethanol_gfn2":
+            levels += ["--level", "dft=dft_energy,dft_forces"]
+        pykinml_db("import", str(path), "--db", str(db), "--name", name, *levels)
+    engine = open_engine(db)
+    ids = {name: select_structures(engine, names=[name], forces=False).ids for name in parts}
+    assign_split(engine, "bench", {"train": np.concatenate([ids["ethanol_dft"], ids["ethanol_gfn2"]]),
+                                   "val": ids["ethanol_test"][:n_val], "test": ids["ethanol_test"][n_val:]})
+    return db
+
+
+def multifidelity(args) -> None:
+    """Chained multi-fidelity vs single fidelity (DFT only) vs delta (DFT = GFN2 + Δ), same data and budget."""
+    work = Path(tempfile.mkdtemp(prefix="pykinml-bench-"))
+    db = ethanol_database(work, args.high, args.low, args.val, args.seed)
+    common = ["data=database", f"data.db={db}", "data.split=bench", f"cache_dir={work / 'cache'}",
+              "trainer.max_epochs=100000", f"trainer.max_time=00:00:{args.minutes:02d}:00", *args.overrides]
+    runs = {
+        "single": ["fidelity=single", "data.levels=[dft]"],
+        "multi": ["fidelity=multi", "data.levels=[gfn2,dft]"],
+        "delta": ["fidelity=delta", "data.levels=[gfn2,dft]", "data.names=[ethanol_dft,ethanol_test]"],
+    }
+    results: dict = {"high": args.high, "low": args.low, "val": args.val, "minutes": args.minutes, "common": common}
+    target = {"single": "dft", "multi": "dft", "delta": "dft-gfn2"}
+    for name, overrides in runs.items():
+        metrics = run_cli([*common, *overrides, f"run_dir={name}"], work, work / f"{name}.log")
+        test = metrics["test"]
+        results[name] = {"energy_rmse_kcal_mol": test[f"{target[name]}/energy_rmse_kcal_mol"],
+                         "force_rmse_kcal_mol_a": test[f"{target[name]}/force_rmse_kcal_mol_a"],
+                         "epochs": metrics["epochs"], "test": test}
+        if name == "multi":
+            results[name]["gfn2_energy_rmse_mev_atom"] = test["gfn2/energy_rmse_mev_atom"]
+        print(f"{name:>6}: DFT test energy RMSE {results[name]['energy_rmse_kcal_mol']:.3f} kcal/mol, "
+              f"force RMSE {results[name]['force_rmse_kcal_mol_a']:.3f} kcal/mol/A ({metrics['epochs']} epochs)")
+    for name in ("multi", "delta"):
+        for quantity in ("energy_rmse_kcal_mol", "force_rmse_kcal_mol_a"):
+            results[f"{name}_over_single_{quantity}"] = results[name][quantity] / results["single"][quantity]
+        print(f"{name}/single: energy {results[f'{name}_over_single_energy_rmse_kcal_mol']:.2f}, "
+              f"forces {results[f'{name}_over_single_force_rmse_kcal_mol_a']:.2f} (target for multi: <= 0.8 each)")
+    save("multifidelity", results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -145,13 +240,23 @@ def main() -> None:
     t.add_argument("--epochs", type=int, default=4)
     t.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     t.add_argument("--original-epochs", type=int, default=2, help="0: skip the original PyKinML")
+    a = sub.add_parser("accuracy")
+    a.add_argument("--minutes", type=int, default=12)
+    a.add_argument("overrides", nargs="*", help="extra pykinml-train overrides")
+    m = sub.add_parser("multifidelity")
+    m.add_argument("--minutes", type=int, default=6)
+    m.add_argument("--high", type=int, default=50)
+    m.add_argument("--low", type=int, default=950)
+    m.add_argument("--val", type=int, default=100)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("overrides", nargs="*", help="extra pykinml-train overrides")
     w = sub.add_parser("_worker")
     for name in ("--db", "--cache", "--run-dir", "--out"):
         w.add_argument(name, required=True)
     w.add_argument("--devices", type=int, default=1)
     w.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
-    {"throughput": throughput, "_worker": worker}[args.mode](args)
+    {"throughput": throughput, "accuracy": accuracy, "multifidelity": multifidelity, "_worker": worker}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -190,7 +190,8 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
     if trainer.is_global_zero:
         write_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         print_metrics(metrics)
-        print(f"run directory: {run_dir}  (best checkpoint: {best_path.relative_to(run_dir) if best_path.is_relative_to(run_dir) else best_path})")
+        shown = best_path.relative_to(run_dir.resolve()) if best_path.is_relative_to(run_dir.resolve()) else best_path
+        print(f"run directory: {run_dir}  (best checkpoint: {shown})")
     return RunResult(run_dir=run_dir, best_checkpoint=best_path, metrics=metrics)
 
 

@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available"/tips chatter
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch 2.13 internals
         from pykinml.train import train
+
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available"/tips chatter
 
         train(config)
         return 0

@@ -9,9 +9,10 @@ from .importers import ImportOptions, import_file
 from .info import database_info
 from .query import Selection, select_structures
 from .readers.labels import LevelKeys, Units
-from .splits import create_split, export_mask, import_mask
+from .splits import assign_split, create_split, export_mask, import_mask
 
 __all__ = [
+    "assign_split",
     "ImportOptions",
     "LevelKeys",
     "Selection",

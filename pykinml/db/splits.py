@@ -97,6 +97,19 @@ def create_split(
         return _store(conn, name, method, seed, chosen, codes, replace)
 
 
+def assign_split(engine: Engine, name: str, subsets: dict[str, Sequence[int]], replace: bool = False) -> dict[str, int]:
+    """Store a split with the given structure ids per subset (``{'train': ids, 'val': ids, 'test': ids}``)."""
+    bad = [subset for subset in subsets if subset not in SUBSET_CODE]
+    if bad:
+        raise PykinmlError(f"subset {bad[0]!r} is not one of {', '.join(SUBSET_CODE)}")
+    ids = np.concatenate([np.asarray(subsets[s], dtype=np.int64) for s in subsets]) if subsets else np.zeros(0, np.int64)
+    codes = np.concatenate([np.full(len(subsets[s]), SUBSET_CODE[s], np.int8) for s in subsets]) if subsets else np.zeros(0, np.int8)
+    if np.unique(ids).size != ids.size:
+        raise PykinmlError(f"split {name!r}: a structure id is assigned to more than one subset")
+    with engine.begin() as conn:
+        return _store(conn, name, "assigned", None, ids, codes, replace)
+
+
 def _provenance_lookup(conn: Connection, sources: set[str]) -> dict[tuple[str, int], int]:
     rows = conn.execute(
         select(source_table.c.name, provenance_table.c.source_index, provenance_table.c.structure_id)
