@@ -96,7 +96,7 @@ def worker(args) -> None:
 
     timer = EpochTimer()
     overrides = [
-        "experiment=c5h5", f"data.db={args.db}", f"run_dir={args.run_dir}", f"cache_dir={args.cache}",
+        "experiment=c5h5", "model=small", f"data.db={args.db}", f"run_dir={args.run_dir}", f"cache_dir={args.cache}",
         f"trainer.max_epochs={args.epochs}", "trainer.max_time=null", "trainer.progress_bar=false",
         "scheduler=none", "trainer.accelerator=cpu",
     ]

@@ -143,7 +143,7 @@ CHOICES = {
     "fidelity.name": ("single", "delta", "multi"),
     "model.force_mode": ("jacobian", "autograd"),
     "optim.name": ("adam", "adamw", "sgd"),
-    "scheduler.name": ("plateau", "exponential", "step", "none"),
+    "scheduler.name": ("plateau", "budget", "exponential", "step", "none"),
     "logger.name": ("csv", "tensorboard"),
     "loss.weighting": ("uncertainty", "fixed"),
     "loss.energy": ("per_structure", "per_atom"),

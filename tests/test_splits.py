@@ -712,3 +712,26 @@ def test_split_of_nothing_and_val_fraction_without_mask_are_errors(db_url, cli, 
     user_error(cli("split", "--db", db_url, "--name", "s", "--fractions", "1", "0", "0", "--val-fraction", "0.2"),
                "--val-fraction goes with --mask")
     assert dump_tables(db_url) == before
+
+
+def test_assign_split_stores_explicit_subsets(tmp_path):
+    """assign_split stores exactly the given ids per subset and refuses an id in two subsets."""
+    import shutil
+
+    from pykinml.db import assign_split, open_engine, select_structures
+    from pykinml.demo import DEMO_DB
+    from pykinml.errors import PykinmlError
+
+    path = tmp_path / "demo.db"
+    shutil.copy(DEMO_DB, path)
+    engine = open_engine(path)
+    ids = select_structures(engine, forces=False).ids
+    counts = assign_split(engine, "mine", {"train": ids[:10], "val": ids[10:13], "test": ids[-2:]})
+    assert counts == {"train": 10, "val": 3, "test": 2}
+    chosen = select_structures(engine, split="mine", forces=False)
+    assert list(chosen.ids) == sorted([*ids[:13], *ids[-2:]])
+    assert list(select_structures(engine, split="mine", subsets=["val"], forces=False).ids) == list(ids[10:13])
+    with pytest.raises(PykinmlError, match="more than one subset"):
+        assign_split(engine, "bad", {"train": ids[:3], "test": ids[2:4]})
+    with pytest.raises(PykinmlError, match="already exists"):
+        assign_split(engine, "mine", {"train": ids[:3]})

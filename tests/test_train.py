@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -220,3 +221,36 @@ def test_a_cache_with_other_aev_parameters_is_refused(demo_copy, tmp_path, run_t
     manifest.write_text(json.dumps(data))
     result = run_train(f"data.db={demo_copy}", "trainer.max_epochs=1", f"run_dir={tmp_path / 'second'}")
     user_error(result, "was built with other AEV parameters", "pykinml-cache clear", program="pykinml-train")
+
+
+def test_budget_schedule_ends_at_min_lr_whatever_the_budget(demo_copy, tmp_path):
+    """scheduler=budget decays geometrically from optim.lr to min_lr over max_epochs (no max_time)."""
+    result = train(compose_config([*SMALL, f"data.db={demo_copy}", "scheduler=budget", "scheduler.min_lr=1e-5",
+                                   "optim.lr=1e-3", "trainer.max_epochs=4", f"run_dir={tmp_path / 'run'}",
+                                   f"cache_dir={tmp_path / 'cache'}"]))
+    rates = [float(row["lr-Adam/pg1"]) for row in csv.DictReader(open(result.run_dir / "logs" / "metrics.csv")) if row.get("lr-Adam/pg1")]
+    assert rates == pytest.approx([1e-3 * (1e-2) ** (k / 4) for k in range(4)], rel=1e-6)
+    state = torch.load(result.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["pykinml_schedule"]
+    assert state["fraction"] == 1.0
+    assert state["base"] == [1e-3, 1e-3]
+
+
+def test_force_training_needs_forces(tmp_path, run_train):
+    """A database without forces: model.forces=true is refused with advice, model.forces=false trains."""
+    import ase.io
+
+    from pykinml.db import ImportOptions, LevelKeys, create_split, import_file, open_engine
+
+    frames = ase.io.read(Path(__file__).resolve().parents[1] / "examples" / "data" / "demo.extxyz", ":120")
+    path = tmp_path / "energies.extxyz"
+    ase.io.write(path, frames)
+    db = tmp_path / "energies.db"
+    engine = open_engine(db, create=True)
+    import_file(engine, path, ImportOptions(levels=[LevelKeys.parse("gfn2=gfn2_energy")]))
+    create_split(engine, "default", fractions=(0.8, 0.1, 0.1), seed=0)
+    user_error(run_train(f"data.db={db}", f"run_dir={tmp_path / 'run'}"), "model.forces=true but no training structure has forces",
+               "model.forces=false", program="pykinml-train")
+    result = run_train(f"data.db={db}", "model.forces=false", "trainer.max_epochs=1", f"run_dir={tmp_path / 'run'}")
+    assert result.code == 0, result.err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "gfn2/energy_rmse_ev" in metrics["test"] and "gfn2/force_rmse_ev_a" not in metrics["test"]

@@ -42,7 +42,12 @@ class TrainingData:
         train = self.selection.subset(self.rows["train"])
         counts = element_counts(lookup[train.numbers], train.offsets, len(atomic_numbers))
         energies = self.targets.energies[:, self.rows["train"]]
-        return np.stack([fit_sae(counts, energy) for energy in energies])
+        fitted = []
+        for spec, energy in zip(self.specs, energies):
+            if not np.isfinite(energy).any():
+                raise PykinmlError(f"no training structure carries the target {spec.name}; check data.levels and the split")
+            fitted.append(fit_sae(counts, energy))
+        return np.stack(fitted)
 
 
 def _check_names(selection: Selection, names: Sequence[str] | None, where: str) -> None:
@@ -104,5 +109,11 @@ def load_training_data(
         if rows[subset].size == 0:
             raise PykinmlError(f"split {split!r} has no {subset} structures among the {len(selection)} selected in {where}")
     targets = build_targets(selection, specs, forces)
+    # A level may lack forces (expensive energies often come alone); training on forces needs some.
+    if forces and not targets.force_mask[:, rows["train"]].any():
+        raise PykinmlError(
+            f"model.forces=true but no training structure has forces at {levels} in {where}; "
+            "train on energies with model.forces=false"
+        )
     source = {"db": where, "levels": levels, "names": names, "split": split}
     return TrainingData(selection, targets, specs, rows, source)

@@ -22,7 +22,7 @@ from pykinml.errors import PykinmlError
 from pykinml.nn.potential import ChainedPotential
 from pykinml.tasks.losses import TaskWeights, squared_error
 from pykinml.tasks.metrics import ErrorMetrics
-from pykinml.tasks.optim import build_optimizer, build_scheduler
+from pykinml.tasks.optim import BudgetSchedule, build_optimizer, build_scheduler
 
 _aev = importlib.import_module("pykinml.aev.compute")  # the module (its name is shadowed by the function)
 SPLITS = ("train", "val", "test")
@@ -82,7 +82,11 @@ class PotentialTask(L.LightningModule):
     # --- predictions ----------------------------------------------------------------------------------
     def predict_batch(self, batch: Batch, forces: bool, create_graph: bool = False) -> tuple[Tensor, Tensor | None]:
         """Energies (T, B) in eV (SAEs included, float64) and forces (T, N, 3) in eV/Å when ``forces``."""
-        n_structures = len(batch)
+        residual, predicted_forces = self._forward(batch, forces, create_graph)
+        return residual.double() + self.model.sae_energies(batch.species, batch.owner, len(batch)), predicted_forces
+
+    def _forward(self, batch: Batch, forces: bool, create_graph: bool) -> tuple[Tensor, Tensor | None]:
+        """Network energies (T, B) without the SAEs, in the model's dtype, and forces (T, N, 3) when asked."""
         if batch.structures is not None:
             positions = batch.structures.positions
             if forces:
@@ -93,10 +97,9 @@ class PotentialTask(L.LightningModule):
         else:
             aev = batch.aev.detach().requires_grad_(True) if forces else batch.aev
             wrt = aev
-        residual = self.model(aev, batch.species, batch.owner, n_structures)
-        energies = residual.double() + self.model.sae_energies(batch.species, batch.owner, n_structures)
+        residual = self.model(aev, batch.species, batch.owner, len(batch))
         if not forces:
-            return energies, None
+            return residual, None
         out = []
         for level in range(residual.shape[0]):
             (grad,) = torch.autograd.grad(residual[level].sum(), wrt, create_graph=create_graph, retain_graph=True)
@@ -104,29 +107,30 @@ class PotentialTask(L.LightningModule):
                 out.append(-grad)
             else:
                 out.append(contract_forces(self.params, batch.species, grad, batch.jacobian))
-        return energies, torch.stack(out)
+        return residual, torch.stack(out)
 
     def _step(self, batch: Batch, split: str) -> Tensor:
         training = split == "train"
         with torch.enable_grad():
-            energies, forces = self.predict_batch(batch, self.forces, create_graph=training)
-        model_dtype = batch.aev.dtype if batch.aev is not None else batch.structures.positions.dtype
-        sae = self.model.sae_energies(batch.species, batch.owner, len(batch))
+            residual, forces = self._forward(batch, self.forces, create_graph=training)
+        # Residual targets (target − SAE sum) are formed in float64, where the totals are exact, and the
+        # errors are the same for residuals as for totals.
+        targets = torch.nan_to_num(batch.energies - self.model.sae_energies(batch.species, batch.owner, len(batch)))
+        predicted = residual.detach().double()
+        natoms = batch.natoms.to(residual.dtype)
         terms: dict[tuple[int, str], Tensor | None] = {}
-        natoms = batch.natoms.to(model_dtype)
         for t in range(len(self.specs)):
             mask = batch.energy_mask[t]
-            # Compare residuals (target − SAE sum, formed in float64) in the model's dtype.
-            predicted = (energies[t] - sae[t]).to(model_dtype)
-            target = torch.nan_to_num(batch.energies[t] - sae[t]).to(model_dtype)
-            terms[(t, "energy")] = self._reduce(squared_error(predicted, target, mask, natoms if self.per_atom else None))
-            force_target = None
+            terms[(t, "energy")] = self._reduce(
+                squared_error(residual[t], targets[t].to(residual.dtype), mask, natoms if self.per_atom else None)
+            )
+            force_target = force_mask = None
             if self.forces:
-                force_target = torch.nan_to_num(batch.forces[t])
-                terms[(t, "forces")] = self._reduce(squared_error(forces[t], force_target, batch.force_mask[t]))
+                force_target, force_mask = torch.nan_to_num(batch.forces[t]), batch.force_mask[t]
+                terms[(t, "forces")] = self._reduce(squared_error(forces[t], force_target, force_mask))
             self.metrics[f"{split}_errors"].update(
-                t, energies[t], torch.nan_to_num(batch.energies[t]), batch.natoms.double(), mask,
-                forces[t] if self.forces else None, force_target, batch.force_mask[t] if self.forces else None,
+                t, predicted[t], targets[t], batch.natoms.double(), mask,
+                forces[t] if self.forces else None, force_target, force_mask,
             )
         loss = self.weights(terms)
         self.log(f"{split}/batch_loss", loss.detach(), batch_size=len(batch), prog_bar=training, on_step=training, on_epoch=True, sync_dist=not training)
@@ -210,12 +214,22 @@ class PotentialTask(L.LightningModule):
     # The schedule is stepped here, right after the epoch's validation and before Lightning writes the
     # epoch's checkpoints, so last.ckpt holds the stepped schedule and a resumed run continues exactly
     # (Lightning steps epoch schedules after its checkpoint callbacks, which loses one step on resume).
+    def _budget_used(self) -> float:
+        """Fraction of the training budget used: wall-clock with ``trainer.max_time``, else epochs."""
+        trainer = self.trainer
+        timer = next((c for c in trainer.callbacks if isinstance(c, L.pytorch.callbacks.Timer)), None)
+        if timer is not None and timer._duration:
+            return timer.time_elapsed("train") / timer._duration
+        return (self.current_epoch + 1) / max(1, trainer.max_epochs or 1)
+
     def _step_schedule(self, validated: bool) -> None:
         if self.schedule is None or self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
         if self._stepped_epoch == self.current_epoch:
             return
-        if isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if isinstance(self.schedule, BudgetSchedule):
+            self.schedule.step(self._budget_used())
+        elif isinstance(self.schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
             split, _, name = self.config.get("monitor", "val/loss").partition("/")
             value = self.results.get(split, {}).get(name)
             if not validated or value is None:

@@ -9,7 +9,33 @@ import torch
 from pykinml.errors import PykinmlError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("plateau", "exponential", "step", "none")
+SCHEDULERS = ("plateau", "budget", "exponential", "step", "none")
+
+
+class BudgetSchedule:
+    """Decay each learning rate geometrically from its initial value to ``min_lr`` as the budget is used.
+
+    The budget is ``trainer.max_time`` when set (wall-clock), else ``trainer.max_epochs``; the task calls
+    :meth:`step` with the fraction used, so a run of any length ends at ``min_lr`` instead of dropping
+    to a floor early (a plateau schedule) or never getting there.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, min_lr: float):
+        self.optimizer, self.min_lr = optimizer, float(min_lr)
+        self.base = [float(group["lr"]) for group in optimizer.param_groups]
+        self.fraction = 0.0
+
+    def step(self, fraction: float) -> None:
+        self.fraction = min(max(float(fraction), 0.0), 1.0)
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            if base > 0:
+                group["lr"] = base * (min(self.min_lr, base) / base) ** self.fraction
+
+    def state_dict(self) -> dict:
+        return {"base": list(self.base), "fraction": self.fraction, "min_lr": self.min_lr}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base, self.fraction, self.min_lr = list(state["base"]), float(state["fraction"]), float(state["min_lr"])
 
 
 def build_optimizer(config: dict, model_parameters: Iterable, weight_parameters: Iterable) -> torch.optim.Optimizer:
@@ -44,6 +70,8 @@ def build_scheduler(config: dict, optimizer: torch.optim.Optimizer):
             threshold=float(config["threshold"]), threshold_mode=config.get("threshold_mode", "rel"),
             cooldown=int(config.get("cooldown", 0)), min_lr=float(config.get("min_lr", 0.0)),
         )
+    if name == "budget":
+        return BudgetSchedule(optimizer, float(config.get("min_lr", 0.0)))
     if name == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=float(config["gamma"]))
     if name == "step":
