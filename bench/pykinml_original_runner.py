@@ -60,9 +60,15 @@ Timings (``time.perf_counter``, wrapping the original's own functions):
     epochs    every ``Trainer._run_epoch`` call (train, valid, test; the train one includes the
               optimizer steps, the valid one the scheduler step), with the RMSEs it prints.
 Training throughput is training structures / seconds of the train ``_run_epoch`` calls; ``steady``
-leaves out epoch 0 (warm-up) when there are 2 or more epochs. The original prints its errors in
+leaves out epoch 0 (warm-up) when there are 2 or more epochs, ``best_epoch`` is the fastest of those. The original prints its errors in
 kcal/mol (energies: per structure; forces: per Cartesian component, kcal/mol/Å); the JSON has them as
-printed and converted to eV (``ase.units``).
+printed and converted to eV (``ase.units``). Run it on an otherwise idle machine: on 2 cores any other
+load distorts every timing; the JSON records the load average before and after, and each epoch's process
+CPU seconds next to its wall seconds (about 2x wall when 2 threads had the machine to themselves) and
+the CPU seconds every other process used meanwhile (``other_cpu_seconds``, from ``/proc/stat``: near 0 in
+a clean run). With 2 OpenMP threads on 2 cores, one other busy process makes torch's threads spin-wait
+for each other: wall AND process CPU time then grow several-fold, so a high ``cpu_seconds`` alone does
+not prove the work was intrinsic.
 """
 
 from __future__ import annotations
@@ -94,6 +100,7 @@ def _sanitize_sys_path() -> None:
 _sanitize_sys_path()
 
 import argparse  # noqa: E402
+import atexit  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
@@ -208,6 +215,17 @@ def _metrics(text: str) -> dict:
     return found
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used so far (Linux /proc/stat; NaN elsewhere)."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()[1:]
+    except OSError:
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def subset_mask(mask: Path, max_structures: int, out: Path) -> tuple[Path, int]:
     """Write the first ``max_structures`` train/valid lines and every test line of ``mask`` to ``out``."""
     lines = mask.read_text().splitlines()
@@ -268,6 +286,8 @@ def main(argv=None) -> dict:
 
     workdir = (options.workdir or Path(tempfile.mkdtemp(prefix="pykinml112-"))).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    if options.workdir is None and not options.keep_workdir:  # also after a failure
+        atexit.register(shutil.rmtree, workdir, True)
     os.chdir(workdir)  # the original writes its data, logs and checkpoints relative to the cwd
 
     shims = install_shims()
@@ -352,12 +372,14 @@ def main(argv=None) -> dict:
         structures = int(sum(e.shape[0] for e in data["engs"]))
         anomaly = torch.is_anomaly_enabled()
         threads = torch.get_num_threads()
-        start = time.perf_counter()
+        start, cpu_start, busy_start = time.perf_counter(), time.process_time(), _machine_busy_seconds()
         with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
             result = original_run_epoch(self, epoch, data, ids, nmols, tvs)
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        other_cpu_seconds = _machine_busy_seconds() - busy_start - cpu_seconds
         epochs.append({"epoch": epoch, "set": tvs, "structures": structures, "batches": len(data["engs"]),
-                       "seconds": seconds, "structures_per_second": structures / seconds,
+                       "seconds": seconds, "cpu_seconds": cpu_seconds, "other_cpu_seconds": other_cpu_seconds,
+                       "structures_per_second": structures / seconds,
                        "anomaly_detection": anomaly, "threads": threads,
                        "kcal_per_mol": _metrics(captured.getvalue())})
         return result
@@ -365,6 +387,7 @@ def main(argv=None) -> dict:
     trainer.Trainer._run_epoch = run_epoch
 
     # -------- run it as examples/train_single_fid.py's main() does (CPU branch)
+    loadavg_before = os.getloadavg()
     t0 = time.perf_counter()
     torch.set_default_dtype(torch.float64)
     prep.prep_data(args, fid=args.fidlevel)
@@ -389,8 +412,11 @@ def main(argv=None) -> dict:
         return {
             "structures": rows[0]["structures"],
             "epoch_seconds": [r["seconds"] for r in rows],
+            "epoch_cpu_seconds": [r["cpu_seconds"] for r in rows],
+            "epoch_other_cpu_seconds": [r["other_cpu_seconds"] for r in rows],
             "structures_per_second": [r["structures_per_second"] for r in rows],
             "steady_structures_per_second": steady_n / steady_s,
+            "best_epoch_structures_per_second": max(r["structures_per_second"] for r in steady_rows),
             "steady_epochs": [r["epoch"] for r in steady_rows],
             "final_kcal_per_mol": last,
             "final_energy_rmse_ev": last["RMSE"] * to_ev if "RMSE" in last else None,
@@ -436,6 +462,9 @@ def main(argv=None) -> dict:
         "epochs": epochs,
         "total_seconds": total,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # other load on the machine distorts every timing here: check these (and cpu_seconds / seconds)
+        "loadavg_before": loadavg_before,
+        "loadavg_after": os.getloadavg(),
         "versions": {
             "pykinml": version("pykinml"), "aevmod": version("aevmod"), "torch": torch.__version__,
             "torch_scatter": version("torch-scatter"),
@@ -443,13 +472,12 @@ def main(argv=None) -> dict:
             "platform": platform.platform(), "processor": platform.processor(),
         },
         "pykinml_path": str(pkfile),
-        "workdir": str(workdir) if options.keep_workdir else None,
+        "workdir": str(workdir) if options.keep_workdir or options.workdir else None,
     }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     if not options.keep_workdir and options.workdir is None:
         os.chdir(tempfile.gettempdir())
-        shutil.rmtree(workdir, ignore_errors=True)
 
     tr, vl = result["train"], result["valid"]
     print("\n==== pykinml 1.1.2 (original) force training, C5H5 ====", file=sys.stderr)
@@ -460,13 +488,15 @@ def main(argv=None) -> dict:
     print(f"prep: total {p['total_seconds']:.1f} s (AEV {p['aev_seconds']:.1f} s + Jacobian "
           f"{p['jacobian_seconds']:.1f} s, files {p['tensor_files_seconds']:.1f} s) for {p['structures']} structures; "
           f"load {result['load_seconds']:.1f} s, cat_data {result['cat_data_seconds']:.1f} s", file=sys.stderr)
-    print("train epochs: " + ", ".join(f"{s:.1f} s ({r:.1f} struct/s)" for s, r in
-                                        zip(tr["epoch_seconds"], tr["structures_per_second"]))
+    print("train epochs: " + ", ".join(f"{s:.1f} s ({r:.1f} struct/s, other processes {o:.1f} CPU s)" for s, r, o in
+                                        zip(tr["epoch_seconds"], tr["structures_per_second"],
+                                            tr["epoch_other_cpu_seconds"]))
           + f"; steady {tr['steady_structures_per_second']:.1f} struct/s", file=sys.stderr)
     print(f"final train RMSE E {tr['final_kcal_per_mol'].get('RMSE')} kcal/mol, F {tr['final_kcal_per_mol'].get('FRMSE')} "
           f"kcal/mol/A; valid RMSE E {vl['final_kcal_per_mol'].get('RMSE')}, F {vl['final_kcal_per_mol'].get('FRMSE')}",
           file=sys.stderr)
-    print(f"total {total:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB -> {out_path}", file=sys.stderr)
+    print(f"total {total:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB, load average before/after "
+          f"{loadavg_before[0]:.2f}/{result['loadavg_after'][0]:.2f} -> {out_path}", file=sys.stderr)
     return result
 
 

@@ -254,3 +254,61 @@ def test_force_training_needs_forces(tmp_path, run_train):
     assert result.code == 0, result.err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "gfn2/energy_rmse_ev" in metrics["test"] and "gfn2/force_rmse_ev_a" not in metrics["test"]
+
+
+def test_learning_rate_floor_and_early_stopping_end_a_run(demo_copy, tmp_path):
+    """A plateau schedule that halves every epoch stops at its floor; early stopping stops on no improvement."""
+    common = [*SMALL, f"data.db={demo_copy}", f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=50"]
+    floor = train(compose_config([*common, "scheduler.patience=0", "scheduler.threshold=10", "scheduler.factor=0.1",
+                                  "scheduler.lr_floor=2e-6", f"run_dir={tmp_path / 'floor'}"]))
+    # lr 1e-3 falls tenfold per epoch (no epoch improves by the 1000 % threshold): below 2e-6 after 3 steps
+    assert floor.metrics["epochs"] < 8, floor.metrics["epochs"]
+    stopped = train(compose_config([*common, "early_stopping.patience=1", "early_stopping.min_delta=1e6",
+                                    f"run_dir={tmp_path / 'early'}"]))
+    assert stopped.metrics["epochs"] <= 3, stopped.metrics["epochs"]
+
+
+def test_a_config_directory_of_your_own(demo_copy, tmp_path, run_train):
+    """--config-dir adds data options and presets next to the packaged ones."""
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    (tmp_path / "conf" / "experiment").mkdir()
+    (tmp_path / "conf" / "data" / "mine.yaml").write_text(
+        f"db: {demo_copy}\nlevels: [gfn1]\nnames: [CH4, H2O]\nsplit: mysplit\nsplit_fractions: [0.6, 0.2, 0.2]\n"
+        "batch_size: 16\neval_batch_size: 64\n"
+    )
+    (tmp_path / "conf" / "experiment" / "tiny.yaml").write_text("# @package _global_\ntrainer:\n  max_epochs: 1\n")
+    code = train_main([*SMALL, "--config-dir", str(tmp_path / "conf"), "data=mine", "experiment=tiny",
+                       f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["levels"] == ["gfn1"] and metrics["epochs"] == 1
+    from pykinml.db import open_engine, select_structures
+
+    chosen = select_structures(open_engine(demo_copy), split="mysplit", forces=False)  # created from the fractions
+    assert len(chosen) == 200 and set(chosen.names) == {"CH4", "H2O"}
+    (tmp_path / "conf" / "data" / "typo.yaml").write_text(f"db: {demo_copy}\nlevels: [gfn1]\nbatch_sise: 16\n")
+    user_error(run_train("--config-dir", str(tmp_path / "conf"), "data=typo", f"run_dir={tmp_path / 'other'}"),
+               "unknown config key 'data.batch_sise'", program="pykinml-train")
+
+
+def test_installed_package_trains_from_any_directory(tmp_path):
+    """A non-editable install (the built wheel) finds its config tree and demo database from elsewhere."""
+    root = Path(__file__).resolve().parents[1]
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(root)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("pykinml-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    code = ("import pykinml, sys; from pykinml.cli.train import main; assert pykinml.__file__.startswith(sys.argv[1]), pykinml.__file__;"
+            " sys.exit(main(sys.argv[2:]))")
+    done = subprocess.run([sys.executable, "-c", code, str(site), *SMALL, "trainer.max_epochs=1", "run_dir=run",
+                           f"cache_dir={tmp_path / 'cache'}"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test gfn2: energy RMSE" in done.stdout
+    assert (elsewhere / "run" / "checkpoints" / "best.ckpt").is_file()
+    assert json.loads((elsewhere / "run" / "metrics.json").read_text())["levels"] == ["gfn2"]
