@@ -92,7 +92,7 @@ def test_training_lowers_the_errors(demo_copy, tmp_path):
     """Ten epochs of real training bring the validation energy and force errors well below those of epoch 0."""
     result = train(compose_config([*SMALL, f"data.db={demo_copy}", "trainer.max_epochs=10",
                                    f"run_dir={tmp_path / 'run'}", f"cache_dir={tmp_path / 'cache'}"]))
-    rows = [row for row in csv.DictReader(open(result.run_dir / "logs" / "metrics.csv")) if row.get("val/loss")]
+    rows = [row for row in csv.DictReader(open(result.run_dir / "logs" / "metrics.csv")) if row.get("val/gfn2/force_rmse_ev_a")]
     first, best = float(rows[0]["val/gfn2/force_rmse_ev_a"]), result.metrics["val"]["gfn2/force_rmse_ev_a"]
     assert best < 0.8 * first, (first, best)
     assert result.metrics["val"]["gfn2/energy_rmse_ev"] < 0.8 * float(rows[0]["val/gfn2/energy_rmse_ev"])
@@ -286,7 +286,7 @@ def test_a_config_directory_of_your_own(demo_copy, tmp_path, run_train):
 
     chosen = select_structures(open_engine(demo_copy), split="mysplit", forces=False)  # created from the fractions
     assert len(chosen) == 200 and set(chosen.names) == {"CH4", "H2O"}
-    (tmp_path / "conf" / "data" / "typo.yaml").write_text(f"db: {demo_copy}\nlevels: [gfn1]\nbatch_sise: 16\n")
+    (tmp_path / "conf" / "data" / "typo.yaml").write_text(f"db: {demo_copy}\nlevels: [gfn1]\nbatch_size: 16\nbatch_sise: 16\n")
     user_error(run_train("--config-dir", str(tmp_path / "conf"), "data=typo", f"run_dir={tmp_path / 'other'}"),
                "unknown config key 'data.batch_sise'", program="pykinml-train")
 

@@ -27,7 +27,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config-dir", "-cd", help="a directory of your own config groups/presets, searched first")
     parser.add_argument("--config-name", "-cn", default="train", help="the primary config (default: train)")
     parser.add_argument("--cfg", action="store_true", help="print the resolved config and exit without training")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # options may stand between overrides
 
 
 def main(argv: list[str] | None = None) -> int:

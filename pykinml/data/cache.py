@@ -147,6 +147,11 @@ class CachedBatch:
     jacobian: AEVJacobian | None
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """One array from per-chunk parts; no copy when the batch came from a single chunk."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 class AEVCache:
     """A complete cache directory, read through memory maps (every process shares the page cache)."""
 
@@ -178,7 +183,9 @@ class AEVCache:
         if c not in self._chunks:
             directory = self.path / chunk_name(c)
             names = CHUNK_ARRAYS + (JACOBIAN_ARRAYS if self.has_jacobian else ())
-            self._chunks[c] = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in names}
+            # Plain ndarray views of the memory maps: indexing an np.memmap goes through its slow Python
+            # __getitem__; the view reads the same mapped pages.
+            self._chunks[c] = {name: np.asarray(np.load(directory / f"{name}.npy", mmap_mode="r")) for name in names}
         return self._chunks[c]
 
     def batch(self, indices, device: str | torch.device = "cpu", jacobian: bool | None = None) -> CachedBatch:
@@ -210,11 +217,11 @@ class AEVCache:
                 for name in value_names:
                     pieces[name].append(arrays[name][rows])
         dtype = np.float64 if self.manifest["dtype"] == "float64" else np.float32
-        aev = np.concatenate(pieces["aev"]) if pieces["aev"] else np.zeros((0, self.params.length), dtype)
+        aev = _joined(pieces["aev"]) if pieces["aev"] else np.zeros((0, self.params.length), dtype)
         species = self.species[ragged_rows(self.atom_offsets[indices], natoms)].astype(np.int64)
         jac = None
         if jacobian:
-            joined = {name: torch.from_numpy(np.concatenate(pieces[name])) for name in JACOBIAN_ARRAYS if pieces[name]}
+            joined = {name: torch.from_numpy(_joined(pieces[name])) for name in JACOBIAN_ARRAYS if pieces[name]}
             jac = AEVJacobian(
                 radial_center=joined["radial_pairs"][:, 0],
                 radial_neighbor=joined["radial_pairs"][:, 1],

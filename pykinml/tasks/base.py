@@ -158,8 +158,13 @@ class PotentialTask(L.LightningModule):
             return
         values["loss"] = self.score(values)
         values = {f"{split}/{name}": value for name, value in values.items()}
-        # torchmetrics already reduced the errors over all ranks: syncing again changes nothing
-        self.log_dict(values, prog_bar=False, sync_dist=True)
+        # torchmetrics already reduced the errors over all ranks. Only the monitored values go through
+        # self.log (checkpointing, early stopping and the schedule read them there); the rest go straight
+        # to the logger, which costs far less per value than Lightning's result collection.
+        watched = {self.config.get("monitor", "val/loss"), f"{split}/loss"}
+        self.log_dict({k: v for k, v in values.items() if k in watched}, prog_bar=False, sync_dist=True)
+        if self.logger is not None and not self.trainer.sanity_checking:
+            self.logger.log_metrics({k: v for k, v in values.items() if k not in watched}, step=self.global_step)
         self.results[split] = {name.split("/", 1)[1]: value for name, value in values.items()}
 
     def score(self, values: dict[str, float]) -> float:
