@@ -213,12 +213,15 @@ def multifidelity(args) -> None:
               "trainer.max_epochs=100000", f"trainer.max_time=00:00:{args.minutes:02d}:00", *args.overrides]
     runs = {
         "single": ["fidelity=single", "data.levels=[dft]"],
-        "multi": ["fidelity=multi", "data.levels=[gfn2,dft]"],
+        "multi": ["fidelity=multi", "data.levels=[gfn2,dft]", f"data.high_level_repeats={args.repeats}"],
         "delta": ["fidelity=delta", "data.levels=[gfn2,dft]", "data.names=[ethanol_dft,ethanol_test]"],
     }
-    results: dict = {"high": args.high, "low": args.low, "val": args.val, "minutes": args.minutes, "common": common}
+    results: dict = {"high": args.high, "low": args.low, "val": args.val, "minutes": args.minutes, "common": common,
+                     "multi_high_level_repeats": args.repeats}
     target = {"single": "dft", "multi": "dft", "delta": "dft-gfn2"}
     for name, overrides in runs.items():
+        if args.only and name not in args.only:
+            continue
         metrics = run_cli([*common, *overrides, f"run_dir={name}"], work, work / f"{name}.log")
         test = metrics["test"]
         results[name] = {"energy_rmse_kcal_mol": test[f"{target[name]}/energy_rmse_kcal_mol"],
@@ -228,6 +231,11 @@ def multifidelity(args) -> None:
             results[name]["gfn2_energy_rmse_mev_atom"] = test["gfn2/energy_rmse_mev_atom"]
         print(f"{name:>6}: DFT test energy RMSE {results[name]['energy_rmse_kcal_mol']:.3f} kcal/mol, "
               f"force RMSE {results[name]['force_rmse_kcal_mol_a']:.3f} kcal/mol/A ({metrics['epochs']} epochs)")
+    if args.only:  # a partial run: compare with the last full run's other models
+        previous = json.loads(RESULTS.read_text()).get("multifidelity", {}) if RESULTS.is_file() else {}
+        for name in runs:
+            if name not in args.only:
+                results[name] = previous[name]
     for name in ("multi", "delta"):
         for quantity in ("energy_rmse_kcal_mol", "force_rmse_kcal_mol_a"):
             results[f"{name}_over_single_{quantity}"] = results[name][quantity] / results["single"][quantity]
@@ -254,6 +262,9 @@ def main() -> None:
     m.add_argument("--low", type=int, default=950)
     m.add_argument("--val", type=int, default=100)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--repeats", type=int, default=10,
+                   help="data.high_level_repeats of the multi-fidelity run: DFT frames per epoch, relative to GFN2-only ones")
+    m.add_argument("--only", nargs="+", choices=("single", "multi", "delta"), help="run only these (others: last results)")
     m.add_argument("overrides", nargs="*", help="extra pykinml-train overrides")
     w = sub.add_parser("_worker")
     for name in ("--db", "--cache", "--run-dir", "--out"):

@@ -30,6 +30,7 @@ class DataConfig:
     split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     batch_size: int = 50
     eval_batch_size: int = 256
+    high_level_repeats: int = 1
 
 
 @dataclass
@@ -204,6 +205,8 @@ def validate(config: DictConfig) -> DictConfig:
         value = OmegaConf.select(merged, key)
         if value not in allowed:
             raise PykinmlError(f"{key}={value} is not one of {', '.join(allowed)}")
+    if plain["data"]["high_level_repeats"] < 1:
+        raise PykinmlError(f"data.high_level_repeats must be 1 or more, got {plain['data']['high_level_repeats']}")
     if not plain["data"]["levels"]:
         raise PykinmlError("data.levels is empty; list the levels to train on, low -> high")
     return merged

@@ -170,7 +170,7 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
         data, params, forces=forces, force_mode=config["model"]["force_mode"], dtype=config["aev"]["dtype"],
         batch_size=int(data_config["batch_size"]), eval_batch_size=int(data_config["eval_batch_size"]),
         seed=int(config["seed"]), cache_dir=config["cache_dir"], precompute_workers=int(config["precompute_workers"]),
-        progress=show_progress,
+        progress=show_progress, high_level_repeats=int(data_config["high_level_repeats"]),
     )
     own, best = _callbacks(config, run_dir)
     callbacks = own + list(callbacks or [])

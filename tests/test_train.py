@@ -312,3 +312,30 @@ def test_installed_package_trains_from_any_directory(tmp_path):
     assert "test gfn2: energy RMSE" in done.stdout
     assert (elsewhere / "run" / "checkpoints" / "best.ckpt").is_file()
     assert json.loads((elsewhere / "run" / "metrics.json").read_text())["levels"] == ["gfn2"]
+
+
+def test_high_level_repeats_show_scarce_labels_more_often(demo_copy, tmp_path):
+    """data.high_level_repeats=3: every training structure with the high level appears three times per epoch."""
+    import numpy as np
+
+    from pykinml.aev import AEVParams
+    from pykinml.data.module import PotentialDataModule
+    from pykinml.data.training import load_training_data
+    from pykinml.db import open_engine
+    from pykinml.tasks import MultiFidelityTask
+
+    keep_high_level_on_every_fifth(demo_copy)
+    levels = ["gfn1", "gfn2"]
+    data = load_training_data(open_engine(demo_copy), levels, MultiFidelityTask.target_specs(levels), "multi",
+                              None, "default", [0.8, 0.1, 0.1], 0, True)
+    module = PotentialDataModule(data, AEVParams.original(data.elements()), forces=True, high_level_repeats=3,
+                                 cache_dir=str(tmp_path / "cache"), progress=False)
+    train_rows = data.rows["train"]
+    high = train_rows[data.targets.energy_mask[1][train_rows]]
+    assert 0 < high.size < train_rows.size / 3
+    rows, counts = np.unique(module.epoch_rows("train"), return_counts=True)
+    assert set(rows) == set(train_rows)
+    assert all(counts[np.isin(rows, high)] == 3) and all(counts[~np.isin(rows, high)] == 1)
+    assert list(module.epoch_rows("val")) == list(data.rows["val"])  # evaluation sees every structure once
+    loader = module.train_dataloader()
+    assert sum(len(batch_rows) for batch_rows in loader.batch_sampler) == train_rows.size + 2 * high.size

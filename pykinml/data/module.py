@@ -36,12 +36,14 @@ class PotentialDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         precompute_workers: int = 1,
         progress: bool = True,
+        high_level_repeats: int = 1,
     ):
         super().__init__()
         self.data, self.params = data, params
         self.forces, self.force_mode, self.dtype = forces, force_mode, dtype
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.seed, self.cache_dir, self.precompute_workers, self.progress = seed, cache_dir, precompute_workers, progress
+        self.high_level_repeats = int(high_level_repeats)
         self.cache: AEVCache | None = None
         self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
 
@@ -96,8 +98,17 @@ class PotentialDataModule(L.LightningDataModule):
             structures=structures,
         )
 
-    def _loader(self, subset: str, shuffle: bool) -> DataLoader:
+    def epoch_rows(self, subset: str) -> np.ndarray:
+        """Selection rows of one epoch: training structures that carry the highest target appear
+        ``high_level_repeats`` times (scarce expensive labels are seen as often as plentiful cheap ones)."""
         rows = self.data.rows[subset]
+        if subset != "train" or self.high_level_repeats <= 1:
+            return rows
+        high = rows[self.data.targets.energy_mask[-1][rows]]
+        return np.concatenate([rows, np.tile(high, self.high_level_repeats - 1)])
+
+    def _loader(self, subset: str, shuffle: bool) -> DataLoader:
+        rows = self.epoch_rows(subset)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = DistributedSampler(rows, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
