@@ -30,7 +30,7 @@ AEVMOD_VERSION = "1.1.0"
 CHECK = f"import numpy, aevmod; from importlib.metadata import version; assert version('aevmod') == '{AEVMOD_VERSION}'"
 
 
-def _venv_python(venv_dir: Path) -> Path:
+def venv_python(venv_dir: Path) -> Path:
     if os.name == "nt":
         return venv_dir / "Scripts" / "python.exe"
     return venv_dir / "bin" / "python"
@@ -45,7 +45,7 @@ def _works(python: Path) -> bool:
 def aevmod_python(venv_dir: Path = DEFAULT_VENV) -> Path:
     """The python of a virtualenv holding aevmod 1.1.0 and numpy; created and installed if needed."""
     venv_dir = Path(venv_dir)
-    python = _venv_python(venv_dir)
+    python = venv_python(venv_dir)
     if _works(python):
         return python
     if not python.exists() or subprocess.run([str(python), "-c", "pass"], capture_output=True).returncode != 0:

@@ -41,6 +41,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from aevmod_env import venv_python  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_VENV = HERE / ".venv-pykinml112"
 RUNNER = HERE / "pykinml_original_runner.py"
@@ -54,12 +57,6 @@ CHECK = (
     f"assert torch.__version__.split('+')[0] == '{TORCH_VERSION}'"
 )
 PIP = ["-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
-
-
-def _venv_python(venv_dir: Path) -> Path:
-    if os.name == "nt":
-        return venv_dir / "Scripts" / "python.exe"
-    return venv_dir / "bin" / "python"
 
 
 def _works(python: Path) -> bool:
@@ -82,7 +79,7 @@ def original_python(venv_dir: Path = DEFAULT_VENV) -> Path:
     """The python of a virtualenv holding pykinml 1.1.2, aevmod 1.1.0, torch 2.13.0 and torch_scatter;
     created and installed if needed (the first time takes several minutes: torch_scatter is compiled)."""
     venv_dir = Path(venv_dir)
-    python = _venv_python(venv_dir)
+    python = venv_python(venv_dir)
     if _works(python):
         return python
     if not python.exists() or subprocess.run([str(python), "-c", "pass"], capture_output=True).returncode != 0:

@@ -63,28 +63,26 @@ def c5h5_database(workdir: Path) -> Path:
     return db
 
 
-class EpochTimer:
-    """Seconds from each epoch's first training batch to its last (validation excluded)."""
+def epoch_timer():
+    """A Lightning callback recording seconds from each epoch's first training batch to its last (no validation)."""
+    import lightning as L
 
-    def __new__(cls):
-        import lightning as L
+    class EpochTimer(L.Callback):
+        def __init__(self):
+            self.seconds: list[float] = []
+            self.batches: list[int] = []
 
-        class _Timer(L.Callback):
-            def __init__(self):
-                self.seconds: list[float] = []
-                self.batches: list[int] = []
+        def on_train_epoch_start(self, trainer, module):
+            self._start, self._count = time.perf_counter(), 0
 
-            def on_train_epoch_start(self, trainer, module):
-                self._start, self._count = time.perf_counter(), 0
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self._end, self._count = time.perf_counter(), self._count + 1
 
-            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-                self._end, self._count = time.perf_counter(), self._count + 1
+        def on_train_epoch_end(self, trainer, module):
+            self.seconds.append(self._end - self._start)
+            self.batches.append(self._count)
 
-            def on_train_epoch_end(self, trainer, module):
-                self.seconds.append(self._end - self._start)
-                self.batches.append(self._count)
-
-        return _Timer()
+    return EpochTimer()
 
 
 def worker(args) -> None:
@@ -94,7 +92,7 @@ def worker(args) -> None:
     from pykinml.config import compose_config
     from pykinml.train import train
 
-    timer = EpochTimer()
+    timer = epoch_timer()
     overrides = [
         "experiment=c5h5", "model=small", f"data.db={args.db}", f"run_dir={args.run_dir}", f"cache_dir={args.cache}",
         f"trainer.max_epochs={args.epochs}", "trainer.max_time=null", "trainer.progress_bar=false",

@@ -262,9 +262,7 @@ def test_forces_jacobian_equal_autograd_and_finite_differences(force_setup, fide
     assert len(set(data.selection.names[cached.rows])) == 6  # every molecule of the demo database
     torch.testing.assert_close(cached.species, direct.species)
 
-    task.force_mode = "jacobian"
-    e_jac, f_jac = task.predict_batch(cached, True)
-    task.force_mode = "autograd"
+    e_jac, f_jac = task.predict_batch(cached, True)  # cached AEVs and Jacobian rows
     e_auto, f_auto = task.predict_batch(direct, True)
     n_out = 2 if fidelity == "multi" else 1
     assert e_jac.shape == (n_out, len(cached)) and f_jac.shape == (n_out, cached.species.numel(), 3)

@@ -8,6 +8,7 @@ contraction a scatter-add) or, with ``model.force_mode=autograd``, from autograd
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -48,7 +49,6 @@ class PotentialTask(L.LightningModule):
         loss = config["loss"]
         self.specs = self.target_specs(self.levels)
         self.forces = bool(model["forces"])
-        self.force_mode = model.get("force_mode", "jacobian")
         self.model = ChainedPotential(
             self.network_levels(len(self.specs)), self.params.n_elements, self.params.length,
             list(model["neurons"]), model["activations"], bool(model["bias"]),
@@ -91,8 +91,7 @@ class PotentialTask(L.LightningModule):
             positions = batch.structures.positions
             if forces:
                 positions = positions.detach().requires_grad_(True)
-            structures = type(batch.structures)(**{**vars(batch.structures), "positions": positions})
-            aev, _ = _aev.compute(self.params, structures)
+            aev, _ = _aev.compute(self.params, replace(batch.structures, positions=positions))
             wrt = positions
         else:
             aev = batch.aev.detach().requires_grad_(True) if forces else batch.aev
