@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import ase.io
+from ase import Atoms
 from ase.data import chemical_symbols
+from ase.io.formats import filetype
 
 from ...errors import PykinmlError
 from ..frames import Frame
@@ -71,14 +73,10 @@ def frame_from_atoms(atoms, info: dict, arrays: dict, results: dict, index: int,
     )
 
 
-def read_ase_file(
-    path: str,
-    fmt: str,
-    labels: LabelExtractor,
-    name: str | None,
-    default_name: str,
-) -> Iterator[Frame]:
-    """Yield the frames of ``path`` (read with ``ase.io.iread``); index = 0-based frame number."""
+def iread_atoms(path: str, fmt: str | None = None) -> Iterator[tuple[Atoms, str]]:
+    """Yield the frames of ``path`` (``ase.io.iread``) with their location: ``file:line`` for xyz text, else
+    ``file: frame k``; an unreadable frame is a one-line error that names the file and the line or frame."""
+    fmt = fmt or filetype(path, read=True)
     text_xyz = fmt in XYZ_FORMATS
     line = 1
     index = 0
@@ -93,12 +91,23 @@ def read_ase_file(
                 raise PykinmlError(_diagnose_xyz(path, line, exc)) from None
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise PykinmlError(f"{path}: frame {index}: {reason}") from None
-        where = f"{path}:{line}" if text_xyz else f"{path}: frame {index}"
-        results = dict(atoms.calc.results) if atoms.calc is not None else {}
-        yield frame_from_atoms(atoms, atoms.info, atoms.arrays, results, index, where, labels, name, default_name)
+        yield atoms, (f"{path}:{line}" if text_xyz else f"{path}: frame {index}")
         if text_xyz:
             line += len(atoms) + 2
         index += 1
+
+
+def read_ase_file(
+    path: str,
+    fmt: str,
+    labels: LabelExtractor,
+    name: str | None,
+    default_name: str,
+) -> Iterator[Frame]:
+    """Yield the frames of ``path`` (read with ``ase.io.iread``); index = 0-based frame number."""
+    for index, (atoms, where) in enumerate(iread_atoms(path, fmt)):
+        results = dict(atoms.calc.results) if atoms.calc is not None else {}
+        yield frame_from_atoms(atoms, atoms.info, atoms.arrays, results, index, where, labels, name, default_name)
 
 
 def _float_or_none(value) -> float | None:

@@ -65,11 +65,11 @@ class LabelExtractor:
 
     def __call__(self, info: dict, arrays: dict, results: dict, where: str) -> dict[str, LevelLabel]:
         if self.levels:
-            return {level.name: self._mapped(self._resolved(level, info, arrays), info, arrays, results, where)
+            return {level.name: self._mapped(self._resolved(level, info, arrays, results), info, arrays, results, where)
                     for level in self.levels}
         return self._from_results(results, where)
 
-    def _resolved(self, level: LevelKeys, info: dict, arrays: dict) -> LevelKeys:
+    def _resolved(self, level: LevelKeys, info: dict, arrays: dict, results: dict) -> LevelKeys:
         """A bare level's optional forces/stress keys are fixed by the first frame, then required of every frame."""
         if not level.bare:
             return level
@@ -77,8 +77,8 @@ class LabelExtractor:
             self._bare_keys[level.name] = LevelKeys(
                 level.name,
                 level.energy,
-                level.forces if level.forces in arrays else None,
-                level.stress if level.stress in info else None,
+                level.forces if level.forces in arrays or level.forces in results else None,
+                level.stress if level.stress in info or level.stress in results else None,
             )
         return self._bare_keys[level.name]
 
