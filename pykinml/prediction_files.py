@@ -14,10 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import IO
 
-import ase.io
 import numpy as np
 from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io.extxyz import write_xyz
 
 from pykinml.errors import PykinmlError
 from pykinml.units import KCAL_MOL_EV
@@ -67,25 +66,24 @@ def output_format(path: str, given: str | None) -> str:
 
 
 def _output_atoms(prediction: FramePrediction) -> Atoms:
-    source = prediction.atoms
-    out = Atoms(numbers=source.numbers, positions=source.positions, cell=source.cell, pbc=source.pbc)
+    """The input frame, reused, with the prediction in the info and arrays that extxyz reads back as results."""
+    out = prediction.atoms
+    out.calc = None
     taken = _RESERVED | {f"{name}_energy" for name in prediction.extra_energies}
     taken |= {f"{name}_forces" for name in prediction.extra_forces}
-    for key, value in source.info.items():
-        out.info[f"input_{key}" if key in taken else key] = value
-    for key, value in source.arrays.items():
-        if key not in ("numbers", "positions"):
-            out.arrays[f"input_{key}" if key in taken else key] = value
+    for key in [k for k in out.info if k in taken]:
+        out.info[f"input_{key}"] = out.info.pop(key)
+    for key in [k for k in out.arrays if k in taken and k not in ("numbers", "positions")]:
+        out.arrays[f"input_{key}"] = out.arrays.pop(key)
     for name, value in prediction.extra_energies.items():
         out.info[f"{name}_energy"] = value
     for name, value in prediction.extra_forces.items():
         out.arrays[f"{name}_forces"] = value
-    results = {"energy": prediction.energy}
+    out.info["energy"] = prediction.energy
     if prediction.forces is not None:
-        results["forces"] = prediction.forces
+        out.arrays["forces"] = prediction.forces
     if prediction.stress is not None:
-        results["stress"] = prediction.stress
-    out.calc = SinglePointCalculator(out, **results)
+        out.info["stress"] = prediction.stress
     return out
 
 
@@ -99,7 +97,7 @@ class PredictionWriter:
 
     def write(self, prediction: FramePrediction) -> None:
         if self.fmt == "extxyz":
-            ase.io.write(self.handle, _output_atoms(prediction), format="extxyz")
+            write_xyz(self.handle, _output_atoms(prediction), write_results=False)
         elif self.fmt == "csv":
             row = prediction.record()
             if self._csv is None:
