@@ -4,9 +4,9 @@ This is the same code path as ``pykinml-train``: ``compose_config`` builds the r
 ``group=option`` / ``key=value`` overrides and ``train`` precomputes the AEV cache, trains with PyTorch
 Lightning and evaluates the best checkpoint. By default it trains on the GFN2-xTB labels (``gfn2``) of the
 demo database that ships with pykinml (600 distorted CH4, H2O, NH3, C2H4, CH3OH and ethanol geometries)
-for 60 epochs: about a minute on 2 CPU cores.
+for 100 epochs: about a minute on 2 CPU cores.
 
-    python examples/train_single_fid.py                       # demo database, 60 epochs
+    python examples/train_single_fid.py                       # demo database, 100 epochs
     python examples/train_single_fid.py --epochs 5 --neurons 32 16 --run-dir runs/quick
     python examples/train_single_fid.py --db my.db --level wb97x --split seed0 data.batch_size=64
 
@@ -37,7 +37,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", help="a pykinml database (path or SQLAlchemy URL); default: the bundled demo database")
     parser.add_argument("--level", help="the level of theory to train on (needed with --db; demo: gfn2)")
     parser.add_argument("--split", default="default", help="the split stored in the database (default: default)")
-    parser.add_argument("--epochs", type=int, default=60, help="training epochs (default: 60)")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs (default: 100)")
     parser.add_argument("--model", choices=("ani", "small"), default="ani",
                         help="network preset: ani (160-128-96 CELU, default) or small (48-24-12 Gaussian)")
     parser.add_argument("--neurons", type=int, nargs="+", help="hidden layer widths, e.g. --neurons 32 16")
