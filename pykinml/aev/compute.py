@@ -3,6 +3,10 @@
 Everything is vectorised over the concatenated atoms of many structures; the only loop is over chunks of
 triples, which bounds memory for large systems. The same code runs on CPU and CUDA, in float32 or float64,
 and is differentiable, so forces can also come from autograd through the AEV.
+
+The kernels take plain tensors and the :data:`~pykinml.aev.params.AEVConstants` of the AEV, so TorchScript
+compiles them into exported models (:func:`aev_of_structures`); :func:`compute` is the eager API on
+:class:`~pykinml.aev.params.AEVParams` and :class:`~pykinml.aev.neighbors.Structures` around them.
 """
 
 from __future__ import annotations
@@ -13,10 +17,20 @@ import torch
 from torch import Tensor
 
 from pykinml.aev.jacobian import AEVJacobian, pair_blocks
-from pykinml.aev.neighbors import Pairs, Structures, neighbor_pairs
-from pykinml.aev.params import AEVParams
+from pykinml.aev.neighbors import Pairs, Structures, neighbor_pairs, neighbor_search, pairs_within
+from pykinml.aev.params import AEVConstants, AEVParams
 
 TRIPLE_CHUNK = 32768  # triples per vectorised step: bounds the (triples × A × 3) intermediates
+
+#: the Jacobian rows :func:`aev_from_pairs` returns, in the order of :class:`AEVJacobian`'s fields
+JacobianRows = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+def _constant(values: list[float], like: Tensor) -> Tensor:
+    """``values`` as a tensor of ``like``'s dtype and device, exactly (float64 too)."""
+    if torch.jit.is_scripting():  # TorchScript's torch.tensor(list[float]) rounds through float32
+        return torch.stack([torch.full((), value, dtype=like.dtype, device=like.device) for value in values])
+    return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
 def _cutoff(r: Tensor, cutoff: float) -> tuple[Tensor, Tensor]:
@@ -46,97 +60,137 @@ def compute(
     params: AEVParams, structures: Structures, jacobian: bool = False, pairs: Pairs | None = None
 ) -> tuple[Tensor, AEVJacobian | None]:
     """AEVs (N, D) of the packed structures, and with ``jacobian`` their non-zero derivative rows."""
-    positions = structures.positions
-    dtype, device = positions.dtype, positions.device
-    n, n_el = structures.n_atoms, params.n_elements
-    species = structures.species
     if pairs is None:
         pairs = neighbor_pairs(structures, params.max_cutoff)
-    radial, radial_jac = _radial(params, species, pairs.within(params.radial_cutoff), n, jacobian)
-    angular_pairs = pairs.within(params.angular_cutoff)
-    angular = positions.new_zeros((n * params.n_pairs, params.angular_length))
-    angular_rows = None
-    if jacobian:
-        angular_rows = positions.new_zeros((angular_pairs.center.numel() * n_el, 3, params.angular_length))
-    first, second = _triples(angular_pairs.center, n)
+    aev, rows = aev_from_pairs(
+        params.constants(), structures.species, pairs.center, pairs.neighbor, pairs.vectors, pairs.distances,
+        jacobian, TRIPLE_CHUNK,
+    )
+    if rows is None:
+        return aev, None
+    return aev, AEVJacobian(*rows)
+
+
+def aev_of_structures(
+    constants: AEVConstants, species: Tensor, positions: Tensor, offsets: Tensor, cells: Tensor, pbc: Tensor
+) -> Tensor:
+    """AEVs (N, D) of packed structures (as :class:`Structures` holds them), differentiable in positions and cells."""
+    cutoff = max(constants.radial_cutoff, constants.angular_cutoff)
+    center, neighbor, vectors, distances, _ = neighbor_search(positions, offsets, cells, pbc, cutoff)
+    aev, _ = aev_from_pairs(constants, species, center, neighbor, vectors, distances, False)
+    return aev
+
+
+def aev_from_pairs(
+    constants: AEVConstants,
+    species: Tensor,
+    center: Tensor,
+    neighbor: Tensor,
+    vectors: Tensor,
+    distances: Tensor,
+    jacobian: bool,
+    chunk: int = TRIPLE_CHUNK,
+) -> tuple[Tensor, JacobianRows | None]:
+    """AEVs (N, D) of the atoms ``species`` (N,) from their directed neighbour pairs (sorted by centre).
+
+    With ``jacobian``, also the non-zero derivative rows, the fields of :class:`AEVJacobian` in order.
+    Triples are processed ``chunk`` at a time.
+    """
+    c = constants
+    device = vectors.device
+    n, n_el = species.numel(), c.n_elements
+    n_pairs = n_el * (n_el + 1) // 2
+    width = len(c.angular_shifts) * len(c.angle_sections)
+    r_center, r_neighbor, r_vectors, r_distances = pairs_within(distances, c.radial_cutoff, [center, neighbor, vectors, distances])
+    radial, radial_rows = _radial(c, species, r_center, r_neighbor, r_vectors, r_distances, n, jacobian)
+    a_center, a_neighbor, a_vectors, a_distances = pairs_within(distances, c.angular_cutoff, [center, neighbor, vectors, distances])
+    angular = vectors.new_zeros((n * n_pairs, width))
+    angular_rows = vectors.new_zeros((a_center.numel() * n_el if jacobian else 0, 3, width))
+    first, second = _triples(a_center, n)
     blocks = pair_blocks(n_el, device)
-    shifts = torch.tensor(params.angular_shifts, dtype=dtype, device=device)
-    sections = torch.tensor(params.angle_sections, dtype=dtype, device=device)
-    for start in range(0, first.numel(), TRIPLE_CHUNK):
-        p, q = first[start : start + TRIPLE_CHUNK], second[start : start + TRIPLE_CHUNK]
-        i = angular_pairs.center[p]
-        ej, ek = species[angular_pairs.neighbor[p]], species[angular_pairs.neighbor[q]]
-        terms, d_xj, d_xk = _angular_terms(params, angular_pairs, p, q, shifts, sections, jacobian)
-        angular.index_add_(0, i * params.n_pairs + blocks[ej, ek], terms)
-        if jacobian:
+    shifts = _constant(c.angular_shifts, vectors)
+    sections = _constant(c.angle_sections, vectors)
+    for start in range(0, first.numel(), chunk):
+        p, q = first[start : start + chunk], second[start : start + chunk]
+        i = a_center[p]
+        ej, ek = species[a_neighbor[p]], species[a_neighbor[q]]
+        terms, d_xj, d_xk = _angular_terms(c, a_vectors, a_distances, p, q, shifts, sections, jacobian)
+        angular.index_add_(0, i * n_pairs + blocks[ej, ek], terms)
+        if d_xj is not None and d_xk is not None:
             angular_rows.index_add_(0, p * n_el + ek, d_xj)
             angular_rows.index_add_(0, q * n_el + ej, d_xk)
-    aev = torch.cat([radial.view(n, n_el * params.radial_length), angular.view(n, params.n_pairs * params.angular_length)], dim=1)
-    if not jacobian:
+    aev = torch.cat([radial.view(n, n_el * len(c.radial_shifts)), angular.view(n, n_pairs * width)], dim=1)
+    if radial_rows is None:
         return aev, None
-    return aev, AEVJacobian(
-        radial_center=radial_jac[0],
-        radial_neighbor=radial_jac[1],
-        radial_dr=radial_jac[2],
-        radial_unit=radial_jac[3],
-        angular_center=angular_pairs.center,
-        angular_neighbor=angular_pairs.neighbor,
-        angular=angular_rows.view(-1, n_el, 3, params.angular_length),
-    )
+    radial_dr, radial_unit = radial_rows
+    return aev, (r_center, r_neighbor, radial_dr, radial_unit, a_center, a_neighbor, angular_rows.view(-1, n_el, 3, width))
 
 
-def _radial(params: AEVParams, species: Tensor, pairs: Pairs, n: int, jacobian: bool):
-    r = pairs.distances[:, None]
-    shifts = torch.tensor(params.radial_shifts, dtype=r.dtype, device=r.device)
-    fc, dfc = _cutoff(r, params.radial_cutoff)
-    gauss = params.radial_scale * torch.exp(-params.radial_eta * (r - shifts) ** 2)
-    out = r.new_zeros((n * params.n_elements, params.radial_length))
-    out.index_add_(0, pairs.center * params.n_elements + species[pairs.neighbor], gauss * fc)
+def _radial(
+    c: AEVConstants, species: Tensor, center: Tensor, neighbor: Tensor, vectors: Tensor, distances: Tensor, n: int, jacobian: bool
+) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """Radial AEV blocks (N·n_el, n_rad) and, with ``jacobian``, ∂/∂r_ij (P, n_rad) and û_ij (P, 3) per pair."""
+    r = distances[:, None]
+    shifts = _constant(c.radial_shifts, r)
+    fc, dfc = _cutoff(r, c.radial_cutoff)
+    gauss = c.radial_scale * torch.exp(-c.radial_eta * (r - shifts) ** 2)
+    out = r.new_zeros((n * c.n_elements, len(c.radial_shifts)))
+    out.index_add_(0, center * c.n_elements + species[neighbor], gauss * fc)
     if not jacobian:
         return out, None
-    d_r = gauss * (dfc - 2 * params.radial_eta * (r - shifts) * fc)
-    unit = pairs.vectors / pairs.distances[:, None]
-    return out, (pairs.center, pairs.neighbor, d_r, unit)
+    d_r = gauss * (dfc - 2 * c.radial_eta * (r - shifts) * fc)
+    unit = vectors / distances[:, None]
+    return out, (d_r, unit)
 
 
-def _angular_terms(params: AEVParams, pairs: Pairs, p: Tensor, q: Tensor, shifts, sections, jacobian: bool):
+def _angular_terms(
+    c: AEVConstants,
+    vectors: Tensor,
+    distances: Tensor,
+    p: Tensor,
+    q: Tensor,
+    shifts: Tensor,
+    sections: Tensor,
+    jacobian: bool,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Angular terms (T, A) of the triples (i; j = neighbour of pair p, k = of pair q), and ∂/∂x_j, ∂/∂x_k."""
-    r1, r2 = pairs.distances[p], pairs.distances[q]
-    u1, u2 = pairs.vectors[p] / r1[:, None], pairs.vectors[q] / r2[:, None]
+    r1, r2 = distances[p], distances[q]
+    u1, u2 = vectors[p] / r1[:, None], vectors[q] / r2[:, None]
     cos = (u1 * u2).sum(dim=1)
-    scaled = torch.clamp(params.beta * cos, -1.0, 1.0)
+    scaled = torch.clamp(c.beta * cos, -1.0, 1.0)
     theta = torch.acos(scaled)
     half = 0.5 + 0.5 * torch.cos(theta[:, None] - sections)  # (T, n_ang)
-    half_pow = half ** (params.zeta - 1)
+    half_pow = half ** (c.zeta - 1)
     angle = half_pow * half
     mean = 0.5 * (r1 + r2)
-    radial = torch.exp(-params.angular_eta * (mean[:, None] - shifts) ** 2)  # (T, n_rho)
-    fc1, dfc1 = _cutoff(r1, params.angular_cutoff)
-    fc2, dfc2 = _cutoff(r2, params.angular_cutoff)
-    cut = params.angular_scale * fc1 * fc2
+    radial = torch.exp(-c.angular_eta * (mean[:, None] - shifts) ** 2)  # (T, n_rho)
+    fc1, dfc1 = _cutoff(r1, c.angular_cutoff)
+    fc2, dfc2 = _cutoff(r2, c.angular_cutoff)
+    cut = c.angular_scale * fc1 * fc2
     terms = ((radial * cut[:, None])[:, :, None] * angle[:, None, :]).flatten(1)
     if not jacobian:
         return terms, None, None
     # Every derivative is a sum of two outer products over (coordinate ⊗ radial shift) and angle section,
     # so each triple's (3, A) block is written in two passes from (T, 8)-sized factors.
-    d_radial = -params.angular_eta * (mean[:, None] - shifts) * radial  # ∂radial/∂r1 = ∂radial/∂r2
-    scale = params.angular_scale
+    d_radial = -c.angular_eta * (mean[:, None] - shifts) * radial  # ∂radial/∂r1 = ∂radial/∂r2
+    scale = c.angular_scale
     x1 = d_radial * cut[:, None] + radial * (scale * dfc1 * fc2)[:, None]  # ∂T/∂r_ij = x1 ⊗ angle
     x2 = d_radial * cut[:, None] + radial * (scale * fc1 * dfc2)[:, None]  # ∂T/∂r_ik = x2 ⊗ angle
     room = 1.0 - scaled**2
-    tiny = torch.finfo(room.dtype).tiny
-    d_theta = torch.where(room > 0, -params.beta / torch.sqrt(room.clamp(min=tiny)), torch.zeros_like(room))
-    d_angle = -0.5 * params.zeta * half_pow * torch.sin(theta[:, None] - sections)
+    # The inner where keeps the unused branch finite (torch.finfo, a clamp to tiny, does not compile).
+    d_theta = torch.where(room > 0, -c.beta / torch.sqrt(torch.where(room > 0, room, torch.ones_like(room))), torch.zeros_like(room))
+    d_angle = -0.5 * c.zeta * half_pow * torch.sin(theta[:, None] - sections)
     y = d_angle * (cut * d_theta)[:, None]  # ∂T/∂cos∠jik = radial ⊗ y
     # ∂cos/∂x_j = (û_k − cos û_j)/r_ij, ∂cos/∂x_k = (û_j − cos û_k)/r_ik.
     w1 = (u2 - cos[:, None] * u1) / r1[:, None]
     w2 = (u1 - cos[:, None] * u2) / r2[:, None]
+    return terms, _jacobian_block(x1, u1, w1, radial, angle, y), _jacobian_block(x2, u2, w2, radial, angle, y)
+
+
+def _jacobian_block(x: Tensor, u: Tensor, w: Tensor, radial: Tensor, angle: Tensor, y: Tensor) -> Tensor:
+    """(T, 3, A) derivative of the triples' terms: (u ⊗ x) ⊗ angle + (w ⊗ radial) ⊗ y."""
     n_rho, n_ang = radial.shape[1], angle.shape[1]
-
-    def block(x: Tensor, u: Tensor, w: Tensor) -> Tensor:
-        out = torch.empty((x.shape[0], 3 * n_rho, n_ang), dtype=x.dtype, device=x.device)
-        torch.mul((u[:, :, None] * x[:, None, :]).view(-1, 3 * n_rho, 1), angle[:, None, :], out=out)
-        out.addcmul_((w[:, :, None] * radial[:, None, :]).view(-1, 3 * n_rho, 1), y[:, None, :])
-        return out.view(-1, 3, n_rho * n_ang)
-
-    return terms, block(x1, u1, w1), block(x2, u2, w2)
+    out = torch.empty((x.shape[0], 3 * n_rho, n_ang), dtype=x.dtype, device=x.device)
+    torch.mul((u[:, :, None] * x[:, None, :]).view(-1, 3 * n_rho, 1), angle[:, None, :], out=out)
+    out.addcmul_((w[:, :, None] * radial[:, None, :]).view(-1, 3 * n_rho, 1), y[:, None, :])
+    return out.view(-1, 3, n_rho * n_ang)

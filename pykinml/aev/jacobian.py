@@ -19,15 +19,15 @@ from torch import Tensor
 from pykinml.aev.params import AEVParams
 
 
-def pair_blocks(n_elements: int, device=None) -> Tensor:
+def pair_blocks(n_elements: int, device: torch.device | None = None) -> Tensor:
     """(n_el, n_el) index of the angular block of each element pair, upper-triangular order."""
-    index = torch.zeros((n_elements, n_elements), dtype=torch.int64)
-    block = 0
-    for a in range(n_elements):
-        for b in range(a, n_elements):
-            index[a, b] = index[b, a] = block
-            block += 1
-    return index.to(device)
+    upper = torch.triu_indices(n_elements, n_elements, device=device)
+    rows, columns = upper[0], upper[1]
+    blocks = torch.arange(rows.numel(), device=device)
+    index = torch.zeros((n_elements, n_elements), dtype=torch.int64, device=device)
+    index[rows, columns] = blocks
+    index[columns, rows] = blocks
+    return index
 
 
 @dataclass

@@ -10,11 +10,33 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
 from pykinml.errors import PykinmlError
+
+# The constants as the AEV kernels take them (plain ints, floats and lists, so that TorchScript compiles the
+# kernels and a scripted model stores them as one attribute). Functional syntax: TorchScript cannot resolve
+# the string annotations that a class-syntax NamedTuple gets under ``from __future__ import annotations``.
+AEVConstants = NamedTuple(  # noqa: UP014
+    "AEVConstants",
+    [
+        ("n_elements", int),
+        ("radial_cutoff", float),
+        ("angular_cutoff", float),
+        ("radial_shifts", list[float]),
+        ("radial_eta", float),
+        ("angular_shifts", list[float]),
+        ("angular_eta", float),
+        ("angle_sections", list[float]),
+        ("zeta", float),
+        ("beta", float),
+        ("radial_scale", float),
+        ("angular_scale", float),
+    ],
+)
 
 
 def _shifts_and_eta(cutoff: float, n: int) -> tuple[tuple[float, ...], float]:
@@ -141,6 +163,23 @@ class AEVParams:
     @property
     def atomic_numbers(self) -> tuple[int, ...]:
         return tuple(atomic_numbers[e] for e in self.elements)
+
+    def constants(self) -> AEVConstants:
+        """The constants as the TorchScript-compatible kernels take them (see :data:`AEVConstants`)."""
+        return AEVConstants(
+            n_elements=self.n_elements,
+            radial_cutoff=float(self.radial_cutoff),
+            angular_cutoff=float(self.angular_cutoff),
+            radial_shifts=list(self.radial_shifts),
+            radial_eta=float(self.radial_eta),
+            angular_shifts=list(self.angular_shifts),
+            angular_eta=float(self.angular_eta),
+            angle_sections=list(self.angle_sections),
+            zeta=float(self.zeta),
+            beta=float(self.beta),
+            radial_scale=float(self.radial_scale),
+            angular_scale=float(self.angular_scale),
+        )
 
     def to_dict(self) -> dict:
         return asdict(self) | {"elements": list(self.elements)}
