@@ -55,10 +55,13 @@ class ElementNetworks(nn.Module):
         # Sort atoms by element once, run each network on its contiguous slice, and undo the sort; every
         # gather is an index_select, whose backward (index_add) is fast, also through double backward.
         order = torch.argsort(species, stable=True)
-        counts = torch.bincount(species, minlength=len(self.networks)).tolist()
+        counts: list[int] = torch.bincount(species, minlength=len(self.networks)).tolist()
         slices = torch.split(features.index_select(0, order), counts)
-        outputs = [network(part).flatten() for network, part in zip(self.networks, slices) if part.shape[0]]
-        energies = torch.cat(outputs) if outputs else features.new_zeros(0)
+        outputs: list[Tensor] = []
+        for element, network in enumerate(self.networks):  # a loop TorchScript compiles (it unrolls it)
+            if slices[element].shape[0] > 0:
+                outputs.append(network(slices[element]).flatten())
+        energies = torch.cat(outputs) if len(outputs) > 0 else features.new_zeros(0)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
         return energies.index_select(0, inverse)

@@ -47,20 +47,19 @@ class ChainedPotential(nn.Module):
 
     def atomic(self, aev: Tensor, species: Tensor) -> Tensor:
         """Network atomic energies (n_levels, N), without the SAEs."""
-        energies = []
-        previous = None
+        energies: list[Tensor] = []
         for network in self.levels:
-            if previous is None:
-                previous = network(aev, species)
+            if len(energies) == 0:
+                energies.append(network(aev, species))
             else:
-                previous = previous + network(torch.cat([aev, previous[:, None]], dim=1), species)
-            energies.append(previous)
+                previous = energies[-1]
+                energies.append(previous + network(torch.cat([aev, previous[:, None]], dim=1), species))
         return torch.stack(energies)
 
     def forward(self, aev: Tensor, species: Tensor, owner: Tensor, n_structures: int) -> Tensor:
         """Network energies (n_levels, B) in eV, without the SAEs (add :meth:`sae_energies` for totals)."""
-        return torch.stack([structure_sums(level, owner, n_structures) for level in self.atomic(aev, species)])
+        return torch.stack([structure_sums(level, owner, n_structures) for level in self.atomic(aev, species).unbind(0)])
 
     def sae_energies(self, species: Tensor, owner: Tensor, n_structures: int) -> Tensor:
         """Σ_i SAE_l(Z_i) per level and structure (n_levels, B), in float64: totals are large, residuals small."""
-        return torch.stack([structure_sums(level, owner, n_structures) for level in self.sae[:, species]])
+        return torch.stack([structure_sums(level, owner, n_structures) for level in self.sae[:, species].unbind(0)])
