@@ -8,10 +8,11 @@
 
 The molecule is, by default, the first ethanol of the demo database's test split (so its stored
 GFN1/GFN2-xTB labels show how close the model is); ``--xyz`` reads any file ASE reads and
-``--molecule`` builds one from ASE's g2 set. Without ``--model`` it first trains a small single-fidelity
-model on the demo database (30 epochs, about half a minute on 2 CPU cores).
+``--molecule`` builds one from ASE's g2 set. Without ``--model`` it takes the newest run under
+``runs/`` (e.g. the one ``examples/train_single_fid.py`` just wrote) or, when there is none, first
+trains a small single-fidelity model on the demo database (30 epochs, about half a minute on 2 CPU cores).
 
-    python examples/run_model.py                                  # trains a small demo model first
+    python examples/run_model.py                                  # the newest run in runs/, or a new small one
     python examples/run_model.py --model runs/single-20250101-120000
     python examples/run_model.py --model runs/x/checkpoints/best.ckpt --molecule CH3OH
     python examples/run_model.py --model runs/x --xyz geometry.xyz --index -1
@@ -33,7 +34,8 @@ from pykinml.units import KCAL_MOL_EV
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a run directory, checkpoint or exported model (default: train a small demo model)")
+    parser.add_argument("--model", help="a run directory, checkpoint or exported model "
+                                        "(default: the newest run under runs/, else a small demo model trained first)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--xyz", help="read the molecule from this file (any format ASE reads)")
     source.add_argument("--molecule", help="build the molecule from ASE's g2 set, e.g. CH3CH2OH, H2O")
@@ -60,6 +62,14 @@ def train_demo_model(epochs: int) -> str:
     result = train(compose_config(["model.neurons=[64,32]", f"trainer.max_epochs={epochs}", "trainer.progress_bar=false"]))
     print()
     return str(result.run_dir)
+
+
+def newest_run() -> str | None:
+    """The most recently finished run directory under ./runs (one with checkpoints/best.ckpt), if any."""
+    from pathlib import Path
+
+    runs = [p.parent.parent for p in Path("runs").glob("*/checkpoints/best.ckpt")]
+    return str(max(runs, key=lambda run: (run / "checkpoints" / "best.ckpt").stat().st_mtime)) if runs else None
 
 
 def molecule_and_reference(args: argparse.Namespace, levels: list[str]):
@@ -104,7 +114,13 @@ def print_forces(atoms, forces: np.ndarray, reference: np.ndarray | None) -> Non
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    model_path = args.model or train_demo_model(args.epochs)
+    model_path = args.model
+    if model_path is None:
+        model_path = newest_run()
+        if model_path is not None:
+            print(f"no --model given: using the newest run in runs/, {model_path}")
+        else:
+            model_path = train_demo_model(args.epochs)
 
     from pykinml.calculator import PykinmlCalculator
     from pykinml.predict import load_model
