@@ -35,6 +35,14 @@ from pykinml.errors import PykinmlError
 from pykinml.units import KCAL_MOL_EV
 
 
+def widths(text: str) -> list[int]:
+    """Hidden layer widths from "160,128,96"."""
+    try:
+        return [int(width) for width in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,8 +50,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the energy-only model trained without --run (default: 40)")
     parser.add_argument("--more-epochs", type=int, default=20, help="epochs to add when continuing the run (default: 20)")
     parser.add_argument("--finetune-epochs", type=int, default=40, help="epochs of the force fine-tuning run (default: 40)")
-    parser.add_argument("--neurons", type=int, nargs="+", default=[64, 32],
-                        help="hidden layers of the model trained without --run (default: 64 32)")
+    parser.add_argument("--neurons", type=widths, default=[64, 32],
+                        help="hidden layers of the model trained without --run (default: 64,32)")
     parser.add_argument("--workdir", help="where new runs go (default: runs/load_model-<date>-<time>)")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
     return parser.parse_args(argv)

@@ -34,6 +34,14 @@ def hydra_string(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
+def widths(text: str) -> list[int]:
+    """Hidden layer widths from "160,128,96"."""
+    try:
+        return [int(width) for width in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,7 +49,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", nargs=2, metavar=("LOW", "HIGH"), help="the two levels (needed with --db; demo: gfn1 gfn2)")
     parser.add_argument("--split", default="default", help="the split stored in the database (default: default)")
     parser.add_argument("--epochs", type=int, default=100, help="training epochs (default: 100)")
-    parser.add_argument("--neurons", type=int, nargs="+", help="hidden layer widths (default: the ani preset's 160 128 96)")
+    parser.add_argument("--neurons", type=widths, help="hidden layer widths (default: the ani preset's 160,128,96)")
     parser.add_argument("--run-dir", help="where the run writes (default: runs/delta-<date>-<time>)")
     parser.add_argument("--no-tblite", action="store_true", help="skip the calculator form even when tblite is installed")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")

@@ -36,6 +36,14 @@ def hydra_string(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
+def widths(text: str) -> list[int]:
+    """Hidden layer widths from "160,128,96"."""
+    try:
+        return [int(width) for width in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +55,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--high-level-repeats", type=int, default=3,
                         help="times each training structure with the highest level appears per epoch (default: 3)")
     parser.add_argument("--epochs", type=int, default=60, help="training epochs (default: 60)")
-    parser.add_argument("--neurons", type=int, nargs="+", help="hidden layer widths (default: the ani preset's 160 128 96)")
+    parser.add_argument("--neurons", type=widths, help="hidden layer widths (default: the ani preset's 160,128,96)")
     parser.add_argument("--run-dir", help="where the run writes (default: runs/multi-<date>-<time>)")
     parser.add_argument("--seed", type=int, default=0, help="which training structures keep gfn2 (default: 0)")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")

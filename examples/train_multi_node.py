@@ -38,6 +38,14 @@ def hydra_string(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
+def widths(text: str) -> list[int]:
+    """Hidden layer widths from "160,128,96"."""
+    try:
+        return [int(width) for width in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,7 +54,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="default", help="the split stored in the database (default: default)")
     parser.add_argument("--fidelity", choices=("single", "delta", "multi"), default="single", help="default: single")
     parser.add_argument("--epochs", type=int, default=40, help="training epochs (default: 40)")
-    parser.add_argument("--neurons", type=int, nargs="+", help="hidden layer widths (default: the ani preset's 160 128 96)")
+    parser.add_argument("--neurons", type=widths, help="hidden layer widths (default: the ani preset's 160,128,96)")
     parser.add_argument("--devices", type=int, default=2,
                         help="processes on this node when not under SLURM (default: 2); under SLURM: SLURM_NTASKS_PER_NODE")
     parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), default="auto",

@@ -7,7 +7,7 @@ demo database that ships with pykinml (600 distorted CH4, H2O, NH3, C2H4, CH3OH 
 for 100 epochs: about a minute on 2 CPU cores.
 
     python examples/train_single_fid.py                       # demo database, 100 epochs
-    python examples/train_single_fid.py --epochs 5 --neurons 32 16 --run-dir runs/quick
+    python examples/train_single_fid.py --epochs 5 --neurons 32,16 --run-dir runs/quick
     python examples/train_single_fid.py --db my.db --level wb97x --split seed0 data.batch_size=64
 
 Anything after the options is passed on as a ``pykinml-train`` override (``optim.lr=5e-4``,
@@ -31,6 +31,14 @@ def hydra_string(value: str) -> str:
     return "'" + str(value).replace("'", "\\'") + "'"
 
 
+def widths(text: str) -> list[int]:
+    """Hidden layer widths from "160,128,96"."""
+    try:
+        return [int(width) for width in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +48,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=100, help="training epochs (default: 100)")
     parser.add_argument("--model", choices=("ani", "small"), default="ani",
                         help="network preset: ani (160-128-96 CELU, default) or small (48-24-12 Gaussian)")
-    parser.add_argument("--neurons", type=int, nargs="+", help="hidden layer widths, e.g. --neurons 32 16")
+    parser.add_argument("--neurons", type=widths, help="hidden layer widths, e.g. 32,16 (default: the ani preset's 160,128,96)")
     parser.add_argument("--energy-only", action="store_true", help="train on energies only (no forces)")
     parser.add_argument("--run-dir", help="where the run writes (default: runs/single-<date>-<time>)")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
