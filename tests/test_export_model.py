@@ -221,6 +221,19 @@ def test_forces_and_stress_are_derivatives_of_the_exported_energy(exported, stru
             assert out["stress"].abs().max() > 1e-4
 
 
+def test_forces_and_stress_also_under_no_grad(runs, exported, structures):
+    """Forces and stress are gradients: the scripted and the eager model compute them inside torch.no_grad() too."""
+    box = structures[1]
+    args = (torch.as_tensor(box.numbers), torch.as_tensor(box.positions), torch.as_tensor(box.cell.array), torch.as_tensor(box.pbc))
+    for model in (torch.jit.load(str(exported["multi", "float64"])), load_model(runs["multi"]).module):
+        expected = model(*args)
+        with torch.no_grad():
+            out = model(*args)
+            assert not torch.is_grad_enabled()  # and grad mode is back as it was
+        for name in ("energy", "forces", "stress"):
+            torch.testing.assert_close(out[name], expected[name], rtol=0, atol=1e-12)
+
+
 def test_load_model_takes_an_exported_model_like_a_checkpoint(runs, exported, structures):
     """load_model finds the metadata (extra/pykinml.json) and predicts what the checkpoint predicts."""
     with zipfile.ZipFile(exported["delta", "float64"]) as archive:
