@@ -118,10 +118,6 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = [
         f"fidelity={args.fidelity}", "trainer=ddp", f"trainer.accelerator={accelerator}",
-        # A batch without some element (e.g. no N in 32 random demo structures) leaves that element's network
-        # without a gradient on one rank; plain DDP then fails ("parameters that were not used") or hangs with
-        # the ranks' gradient all-reduces out of step. This strategy tells DDP to look for such parameters.
-        "trainer.strategy=ddp_find_unused_parameters_true",
         f"trainer.num_nodes={nodes}", f"trainer.devices={per_node}", f"trainer.max_epochs={args.epochs}",
         f"trainer.progress_bar={str(args.progress).lower()}", f"data.split={hydra_string(args.split)}",
     ]

@@ -78,10 +78,12 @@ def _aev_params(config: dict, data: TrainingData, checkpoint: dict | None) -> AE
 
 def _logger(config: dict, run_dir: Path):
     name = config["logger"]["name"]
+    # A resumed run logs beside the first one (logs/resumed-<time>/), so the earlier epochs' log stays whole.
+    version = f"resumed-{time.strftime('%Y%m%d-%H%M%S')}" if config.get("ckpt_path") else ""
     if name == "csv":
-        return L.pytorch.loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        return L.pytorch.loggers.CSVLogger(save_dir=str(run_dir), name="logs", version=version)
     try:
-        return L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="logs", version="")
+        return L.pytorch.loggers.TensorBoardLogger(save_dir=str(run_dir), name="logs", version=version)
     except ModuleNotFoundError:
         raise PykinmlError("logger=tensorboard needs the tensorboard package: pip install tensorboard") from None
 
@@ -89,9 +91,16 @@ def _logger(config: dict, run_dir: Path):
 def _callbacks(config: dict, run_dir: Path) -> tuple[list, L.pytorch.callbacks.ModelCheckpoint]:
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"), filename="best", monitor=config["monitor"], mode="min",
-        save_top_k=1, save_last=True, auto_insert_metric_name=False, enable_version_counter=False,
+        save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False,
     )
-    callbacks: list = [checkpoint, L.pytorch.callbacks.LearningRateMonitor(logging_interval="epoch")]
+    # last.ckpt is its own unmonitored checkpoint, rewritten at every epoch's end: Lightning's save_last
+    # rewrites it only when the monitored checkpoint is saved, so it lagged behind after epochs that did
+    # not improve, and a resume restarted from the best epoch instead of the last.
+    latest = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"), filename="last", monitor=None, save_top_k=1,
+        auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    callbacks: list = [checkpoint, latest, L.pytorch.callbacks.LearningRateMonitor(logging_interval="epoch")]
     stopping = config["early_stopping"]
     if stopping["patience"] is not None:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(
@@ -179,7 +188,7 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
         write_atomically(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
     trainer = _trainer(config, run_dir, callbacks)
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
-    best_path = Path(best.best_model_path or best.last_model_path)
+    best_path = Path(best.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     metrics: dict = {"fidelity": fidelity, "levels": levels, "best_checkpoint": str(best_path),
                      "epochs": int(trainer.current_epoch)}
     trainer.validate(task, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)

@@ -156,6 +156,12 @@ def test_element_networks_route_atoms_to_their_element():
     # An element with no atom in the batch is fine; every atom still gets its own network's energy.
     only = torch.zeros(9, dtype=torch.int64)
     torch.testing.assert_close(networks(features, only), networks.networks[0](features).flatten())
+    # ... and the absent elements' networks still get (zero) gradients: under DDP a parameter without a
+    # gradient on one rank makes the all-reduce fail or hang.
+    networks(features, only).sum().backward()
+    for element in (1, 2):
+        for parameter in networks.networks[element].parameters():
+            assert parameter.grad is not None and not parameter.grad.any()
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_ACTIVATIONS))

@@ -151,6 +151,23 @@ def test_resume_is_exact(demo_copy, tmp_path):
     assert metrics["epochs"] == 4
 
 
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(demo_copy, tmp_path):
+    """With a learning rate of 0 the validation loss never improves after epoch 0: best.ckpt stays there, but
+    last.ckpt must follow every epoch (a resume continues from it), and a resumed run keeps the first log."""
+    common = [*SMALL, f"data.db={demo_copy}", f"cache_dir={tmp_path / 'cache'}", "optim=sgd", "optim.lr=0",
+              "optim.momentum=0", "optim.nesterov=false", "scheduler=none"]
+    run = train(compose_config([*common, "trainer.max_epochs=3", f"run_dir={tmp_path / 'run'}"])).run_dir
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["epoch"] == 0
+    last = run / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+    first_log = (run / "logs" / "metrics.csv").read_text()
+    train(compose_config([*common, "trainer.max_epochs=4", f"ckpt_path={last}"]))
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+    assert (run / "logs" / "metrics.csv").read_text() == first_log
+    resumed = list(run.glob("logs/resumed-*/metrics.csv"))
+    assert len(resumed) == 1 and any(row.get("epoch") == "3" for row in csv.DictReader(open(resumed[0])))
+
+
 def test_init_from_starts_a_new_run_from_trained_weights(demo_copy, tmp_path):
     """Energy-only training, then a force-training run from its weights (SGD with lr 0 keeps them unchanged)."""
     common = [*SMALL, f"data.db={demo_copy}", f"cache_dir={tmp_path / 'cache'}"]

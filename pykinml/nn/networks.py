@@ -58,10 +58,11 @@ class ElementNetworks(nn.Module):
         counts: list[int] = torch.bincount(species, minlength=len(self.networks)).tolist()
         slices = torch.split(features.index_select(0, order), counts)
         outputs: list[Tensor] = []
+        # Every network runs, also on an empty slice: under DDP each rank must give every parameter a
+        # gradient (zero for an element absent from its batch), or the gradient all-reduce fails or hangs.
         for element, network in enumerate(self.networks):  # a loop TorchScript compiles (it unrolls it)
-            if slices[element].shape[0] > 0:
-                outputs.append(network(slices[element]).flatten())
-        energies = torch.cat(outputs) if len(outputs) > 0 else features.new_zeros(0)
+            outputs.append(network(slices[element]).flatten())
+        energies = torch.cat(outputs)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
         return energies.index_select(0, inverse)
