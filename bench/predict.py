@@ -295,6 +295,16 @@ def run_original(python: Path, frames_path: Path, out: Path, max_frames: int, th
 
 
 # ----------------------------------------------------------------------------------------------- report
+def source_state() -> dict:
+    """The commit the benchmark ran on and the package files that differed from it (others' work in progress)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
+        return done.stdout.rstrip("\n") if done.returncode == 0 else ""
+
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(),
+            "modified": [line[3:] for line in git("status", "--porcelain", "--", "pykinml").splitlines()]}
+
+
 def find_rounds(tree) -> list[list[dict]]:
     """Every ``rounds`` list of best_of in a results tree (ours)."""
     if isinstance(tree, dict):
@@ -341,7 +351,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results: dict = {"threads": args.threads, "cpu_count": os.cpu_count(), "rounds": args.rounds,
-                     "torch": torch.__version__, "loadavg_before": os.getloadavg()}
+                     "torch": torch.__version__, "loadavg_before": os.getloadavg(), "source": source_state()}
     work = Path(tempfile.mkdtemp(prefix="pykinml-bench-predict-"))
     db, overrides, frames, source = prepare_data(work, args.frames)
     frames_path, one_path = work / "frames.extxyz", work / "one-frame.extxyz"
@@ -391,7 +401,8 @@ def main() -> None:
 
     # ---- table
     print(f"\nC5H5 prediction, energies + forces: {len(frames)} frames from {source}; {args.threads} torch threads, "
-          f"{os.cpu_count()} CPUs; best of {args.rounds} rounds")
+          f"{os.cpu_count()} CPUs; best of {args.rounds} rounds; pykinml at {results['source']['commit']}"
+          + (f" + uncommitted {', '.join(results['source']['modified'])}" if results["source"]["modified"] else ""))
     rows = []
     if original:
         for name, label in (("shipped", "as shipped: examples/run_model.py, float32, energy then forces"),
