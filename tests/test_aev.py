@@ -186,6 +186,20 @@ def test_batched_molecules_match_torchani(torchani, computer):
     print(f"max |ours - torchani| over the batch: {worst:.2e}")
 
 
+def test_small_molecules_all_pairs_equal_the_cell_list():
+    """Batches of molecules up to 48 atoms test all pairs instead of binning: the same pairs, in the same order."""
+    from pykinml.aev.neighbors import neighbor_search
+
+    frames = [a for a in mixed_batch() if len(a) <= 48]
+    assert len(frames) >= 6 and max(len(a) for a in frames) > 20
+    packed = pack_atoms(PARAMS, frames, F64)
+    args = (packed.positions, packed.offsets, packed.cells, packed.pbc, PARAMS.max_cutoff)
+    fast, cells = neighbor_search(*args), neighbor_search(*args, all_pairs_up_to=0)
+    assert fast[0].numel() > 1000
+    for a, b in zip(fast, cells):
+        assert torch.equal(a, b)
+
+
 def test_periodic_triclinic_matches_torchani_and_supercell(torchani, computer):
     crystal = random_crystal(10, 11, TRICLINIC)
     outside = np.linalg.solve(TRICLINIC.T, crystal.positions.T).T

@@ -139,18 +139,34 @@ def _cube_key(cube: Tensor, structure: Tensor, dims: Tensor, base: Tensor) -> Te
     return base[structure] + (cube[:, 0] * d[:, 1] + cube[:, 1]) * d[:, 2] + cube[:, 2]
 
 
+def _all_pairs(positions: Tensor, offsets: Tensor, structure: Tensor, cutoff: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Every in-structure pair within ``cutoff`` by testing all of them: for small molecules this is fewer
+    operations than binning into cubes (O(Σ n_k²) work, no sorting), and the result is the same."""
+    counts = offsets[1:] - offsets[:-1]
+    within, i = _ragged_arange(counts[structure])
+    j = offsets[structure[i]] + within
+    vectors = positions[j] - positions[i]
+    distances = torch.linalg.vector_norm(vectors, dim=1)
+    keep = (distances <= cutoff) & (j != i)
+    i, j = i[keep], j[keep]
+    return i, j, vectors[keep], distances[keep], torch.zeros((i.numel(), 3), dtype=torch.int64, device=i.device)
+
+
 def neighbor_search(
-    positions: Tensor, offsets: Tensor, cells: Tensor, pbc: Tensor, cutoff: float
+    positions: Tensor, offsets: Tensor, cells: Tensor, pbc: Tensor, cutoff: float, all_pairs_up_to: int = 48
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """All directed pairs (i, j, image) within ``cutoff`` Å, i ≠ j or a non-zero image, in every structure.
 
     Structure k is atoms ``offsets[k]:offsets[k+1]`` of ``positions`` (N, 3), with cell ``cells[k]`` (rows
     are cell vectors) and periodic directions ``pbc[k]``. Returns the fields of :class:`Pairs`: centre i,
     neighbour j, vector r_j + shift·cell − r_i (from the given positions, so autograd sees the geometry),
-    its length and the integer cell shift, sorted by i then j then image.
+    its length and the integer cell shift, sorted by i then j then image. Molecules of at most
+    ``all_pairs_up_to`` atoms (no periodic structure in the batch) test all their pairs; others use cell lists.
     """
     device = positions.device
     structure = structure_of_atoms(offsets)
+    if positions.shape[0] > 0 and not bool(pbc.any()) and int((offsets[1:] - offsets[:-1]).max()) <= all_pairs_up_to:
+        return _all_pairs(positions, offsets, structure, cutoff)
     points, point_structure, point_atom, point_shift = _wrap_and_ghosts(positions, cells, pbc, structure, cutoff)
     n_real = positions.shape[0]
     empty = torch.zeros(0, dtype=torch.int64, device=device)
