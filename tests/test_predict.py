@@ -209,6 +209,7 @@ def test_multi_fidelity_output_has_every_level_and_csv_json_and_globs_work(runs,
     assert "6 frames from 3 file(s)" in stdout
     written = ase.io.read(out, ":")
     model = load_model(runs["multi"], dtype="float32")
+    assert model.module.potential.sae.dtype == torch.float64  # float32 networks, but the large SAE sums in float64
     expected = model.predict([frames[k] for k in (0, 1, 2, 400, 401, 590)])
     for k, atoms in enumerate(written):
         for t, level in enumerate(("gfn1", "gfn2")):

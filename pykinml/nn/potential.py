@@ -45,6 +45,12 @@ class ChainedPotential(nn.Module):
     def n_levels(self) -> int:
         return len(self.levels)
 
+    def _apply(self, fn, recurse=True):
+        """``.to()``, ``.float()``, ``.cuda()``: the SAEs move with the module but stay float64 (totals are large)."""
+        super()._apply(fn, recurse)
+        self.sae = self.sae.to(torch.float64)
+        return self
+
     def atomic(self, aev: Tensor, species: Tensor) -> Tensor:
         """Network atomic energies (n_levels, N), without the SAEs."""
         energies: list[Tensor] = []
