@@ -351,7 +351,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     results: dict = {"threads": args.threads, "cpu_count": os.cpu_count(), "rounds": args.rounds,
-                     "torch": torch.__version__, "loadavg_before": os.getloadavg(), "source": source_state()}
+                     "torch": torch.__version__, "loadavg_before": os.getloadavg(), "code": source_state()}
     work = Path(tempfile.mkdtemp(prefix="pykinml-bench-predict-"))
     db, overrides, frames, source = prepare_data(work, args.frames)
     frames_path, one_path = work / "frames.extxyz", work / "one-frame.extxyz"
@@ -400,9 +400,10 @@ def main() -> None:
     results["loadavg_after"] = os.getloadavg()
 
     # ---- table
+    code = results["code"]
     print(f"\nC5H5 prediction, energies + forces: {len(frames)} frames from {source}; {args.threads} torch threads, "
-          f"{os.cpu_count()} CPUs; best of {args.rounds} rounds; pykinml at {results['source']['commit']}"
-          + (f" + uncommitted {', '.join(results['source']['modified'])}" if results["source"]["modified"] else ""))
+          f"{os.cpu_count()} CPUs; best of {args.rounds} rounds; pykinml at {code['commit']}"
+          + (f" + uncommitted {', '.join(code['modified'])}" if code["modified"] else ""))
     rows = []
     if original:
         for name, label in (("shipped", "as shipped: examples/run_model.py, float32, energy then forces"),
