@@ -242,6 +242,19 @@ def test_delta_predict_adds_the_baseline_from_the_input(runs, frames, tmp_path, 
     assert "against gfn2_energy (12 frames)" in stdout
 
 
+def test_periodic_frames_get_stress_in_the_output(runs, frames, tmp_path, capsys):
+    cell = periodic_cell(frames)
+    ase.io.write(tmp_path / "cell.extxyz", [frames[3], cell])
+    code, _, err = run_predict(capsys, runs["single"], tmp_path / "cell.extxyz", "-o", tmp_path / "out.extxyz",
+                               "--dtype", "float64")
+    assert code == 0, err
+    molecule, box = ase.io.read(tmp_path / "out.extxyz", ":")
+    expected = load_model(runs["single"], dtype="float64").predict([cell])
+    np.testing.assert_allclose(box.get_stress(voigt=False), expected.stress[0, 0], atol=1e-8)
+    assert box.pbc.all() and np.allclose(box.cell.array, cell.cell.array)
+    assert "stress" not in molecule.calc.results
+
+
 def test_exported_files_and_hartree_labels(runs, frames, tmp_path, capsys):
     """--units converts reference labels given in Hartree; a checkpoint path works as well as a run directory."""
     atoms = [frames[k].copy() for k in (10, 20)]
