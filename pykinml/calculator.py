@@ -35,10 +35,13 @@ class PykinmlCalculator(Calculator):
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype = "float64",
         level: str | None = None,
+        compile: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.model = model if isinstance(model, Model) else load_model(model, device=device, dtype=dtype)
+        if compile:  # TorchScript: a call on a small molecule takes ~40 % less time (the first two take ~1 s)
+            self.model = self.model.compiled()
         if self.model.is_delta and baseline is None:
             raise PykinmlError(
                 f"{self.model.source} is a delta model ({self.model.names[0]}): give baseline=<an ASE calculator for "

@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 
 from pykinml.errors import PykinmlError
-from pykinml.nn.standalone import StandalonePotential
 from pykinml.predict import EXPORT_METADATA, load_model
 
 #: the dtypes a model can be exported in
@@ -55,15 +54,7 @@ def export_model(model_path: str | Path, out_path: str | Path, dtype: str = "flo
     model = load_model(model_path, device="cpu", dtype=dtype)
     meta = json.loads(json.dumps(model.meta))  # a plain copy; fails early if anything is not JSON
     meta["dtype"] = dtype
-    module = model.module
-    if isinstance(module, StandalonePotential):
-        module.fidelity, module.levels, module.names = model.fidelity, list(model.levels), list(model.names)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice: TorchScript is what we export
-            scripted = torch.jit.script(module.eval())
-    else:  # already exported: only the dtype changes
-        scripted = module
-    _save_atomically(scripted, out_path, {EXPORT_METADATA: json.dumps(meta)})
+    _save_atomically(model.compiled().module, out_path, {EXPORT_METADATA: json.dumps(meta)})
     return out_path
 
 

@@ -9,6 +9,7 @@ and forces (and stress for periodic cells) per target, computed by autograd thro
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ class Model:
         self.elements: list[str] = list(meta["elements"])
         self._lookup = np.full(119, -1, dtype=np.int64)
         self._lookup[list(self.params.atomic_numbers)] = np.arange(self.params.n_elements)
+
+    def compiled(self) -> Model:
+        """The same model with its module compiled by TorchScript (what ``pykinml-export`` saves): fewer Python
+        steps per call, so a single small molecule runs faster; the first two calls are slow while it optimises."""
+        module = self.module
+        if isinstance(module, StandalonePotential):
+            module.fidelity, module.levels, module.names = self.fidelity, list(self.levels), list(self.names)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
+                module = torch.jit.script(module.eval())
+        return Model(module, self.meta, self.source)
 
     @property
     def is_delta(self) -> bool:
