@@ -67,7 +67,6 @@ class Model:
         steps per call, so a single small molecule runs faster; the first two calls are slow while it optimises."""
         module = self.module
         if isinstance(module, StandalonePotential):
-            module.fidelity, module.levels, module.names = self.fidelity, list(self.levels), list(self.names)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
                 module = torch.jit.script(module.eval())
@@ -85,10 +84,14 @@ class Model:
     def dtype(self) -> torch.dtype:
         return next(iter(self.module.parameters())).dtype
 
+    def _unknown(self, numbers: np.ndarray) -> np.ndarray:
+        """Which of the atomic numbers the model has no network for."""
+        return (numbers >= len(self._lookup)) | (self._lookup[np.clip(numbers, 0, 118)] < 0)
+
     def check_elements(self, atoms: Atoms, where: str) -> None:
         """One-line error naming ``where`` (file and frame) when ``atoms`` has an element the model lacks."""
         numbers = np.asarray(atoms.numbers)
-        unknown = (numbers >= len(self._lookup)) | (self._lookup[np.clip(numbers, 0, 118)] < 0)
+        unknown = self._unknown(numbers)
         if unknown.any():
             atom = int(np.argmax(unknown))
             raise PykinmlError(
@@ -101,8 +104,10 @@ class Model:
     ) -> Predictions:
         """Energies (and forces, and stress when ``stress`` or, by default, when a frame is periodic) of ``frames``."""
         frames = list(frames)
-        for k, atoms in enumerate(frames):
-            self.check_elements(atoms, f"{where} {k}")
+        numbers = np.concatenate([a.numbers for a in frames]).astype(np.int64) if frames else np.zeros(0, np.int64)
+        if self._unknown(numbers).any():  # one vectorised check; the frame at fault is found only on failure
+            for k, atoms in enumerate(frames):
+                self.check_elements(atoms, f"{where} {k}")
         periodic = np.array([bool(np.any(a.pbc)) for a in frames], dtype=bool)
         if stress is None:
             stress = bool(periodic.any())
@@ -111,7 +116,7 @@ class Model:
         counts = [len(a) for a in frames]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         device = self.device
-        numbers = torch.as_tensor(np.concatenate([a.numbers for a in frames]).astype(np.int64), device=device)
+        numbers = torch.as_tensor(numbers, device=device)
         positions = torch.as_tensor(np.concatenate([a.positions for a in frames]), dtype=self.dtype, device=device)
         cells = torch.as_tensor(np.array([a.cell.array for a in frames]), dtype=self.dtype, device=device)
         pbc = torch.as_tensor(np.array([a.pbc for a in frames], dtype=bool), device=device)
@@ -212,4 +217,5 @@ def standalone_from_checkpoint(checkpoint: dict) -> StandalonePotential:
         potential.load_state_dict(state)
     except RuntimeError as exc:
         raise PykinmlError(f"checkpoint weights do not fit the model it describes: {str(exc).splitlines()[0]}") from None
-    return StandalonePotential(params, potential)
+    names = [target["name"] for target in meta["targets"]]
+    return StandalonePotential(params, potential, meta["fidelity"], list(meta["levels"]), names)

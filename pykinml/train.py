@@ -12,7 +12,9 @@ at the end, metrics.json with the best model's validation and test errors per fi
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,15 @@ def _trainer(config: dict, run_dir: Path, callbacks: list) -> L.Trainer:
         logger=_logger(config, run_dir), default_root_dir=str(run_dir),
         inference_mode=False,  # validation and test need autograd for forces
     )
+
+
+def quiet_lightning() -> None:
+    """Keep a run's output to what matters: no deprecation chatter (Lightning vs torch 2.13 internals) and no
+    "GPU available"/tips lines. Call it after importing Lightning, which sets up its loggers on import."""
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def print_metrics(metrics: dict) -> None:

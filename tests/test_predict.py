@@ -255,7 +255,7 @@ def test_periodic_frames_get_stress_in_the_output(runs, frames, tmp_path, capsys
     assert "stress" not in molecule.calc.results
 
 
-def test_exported_files_and_hartree_labels(runs, frames, tmp_path, capsys):
+def test_hartree_labels_and_a_checkpoint_file_as_the_model(runs, frames, tmp_path, capsys):
     """--units converts reference labels given in Hartree; a checkpoint path works as well as a run directory."""
     atoms = [frames[k].copy() for k in (10, 20)]
     for a in atoms:

@@ -42,15 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cfg:
             print(OmegaConf.to_yaml(config, resolve=True), end="")
             return 0
-        import logging
-        import warnings
+        from pykinml.train import quiet_lightning, train
 
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning vs torch 2.13 internals
-        from pykinml.train import train
-
-        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no "GPU available"/tips chatter
-
+        quiet_lightning()
         train(config)
         return 0
 
