@@ -22,25 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
+from example_args import hydra_string, run_main, widths
 
 from pykinml.errors import PykinmlError
 from pykinml.units import KCAL_MOL_EV
-
-
-def widths(text: str) -> list[int]:
-    """Hidden layer widths from "160,128,96"."""
-    try:
-        return [int(width) for width in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,18 +45,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workdir", help="where new runs go (default: runs/load_model-<date>-<time>)")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
     return parser.parse_args(argv)
-
-
-def hydra_string(value) -> str:
-    """A value quoted for a Hydra override, so paths with any characters stay one string."""
-    return "'" + str(value).replace("'", "\\'") + "'"
-
-
-def quiet_lightning() -> None:
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run_config(run_dir: Path, progress: bool):
@@ -118,7 +96,7 @@ def test_errors(run_dir: Path, config) -> dict[str, tuple[float, float]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from pykinml.config import compose_config
-    from pykinml.train import train
+    from pykinml.train import quiet_lightning, train
 
     quiet_lightning()
     workdir = Path(args.workdir or f"runs/load_model-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -177,7 +155,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PykinmlError as exc:
-        sys.exit(f"{sys.argv[0]}: error: {exc}")
+    run_main(main)

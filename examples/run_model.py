@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import warnings
 
 import numpy as np
+from example_args import run_main
 
 from pykinml.errors import PykinmlError
 from pykinml.units import KCAL_MOL_EV
@@ -168,7 +168,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PykinmlError as exc:
-        sys.exit(f"{sys.argv[0]}: error: {exc}")
+    run_main(main)

@@ -18,28 +18,12 @@ runs a real GFN1-xTB calculation and adds the learned correction. About 45 s on 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
-import warnings
 
 import numpy as np
+from example_args import database_overrides, hydra_string, neurons_override, run_main, widths
 
-from pykinml.errors import PykinmlError
 from pykinml.units import KCAL_MOL_EV
-
-
-def hydra_string(value: str) -> str:
-    """A value quoted for a Hydra override, so paths and URLs with any characters stay one string."""
-    return "'" + str(value).replace("'", "\\'") + "'"
-
-
-def widths(text: str) -> list[int]:
-    """Hidden layer widths from "160,128,96"."""
-    try:
-        return [int(width) for width in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,13 +44,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def quiet_lightning() -> None:
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def rmse(errors: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(errors))))
 
@@ -76,18 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     from pykinml.config import compose_config
     from pykinml.db import open_engine, select_structures
     from pykinml.predict import load_model
-    from pykinml.train import train
+    from pykinml.train import quiet_lightning, train
 
     quiet_lightning()
 
     # 1. Train the correction: the same as `pykinml-train fidelity=delta ...`.
     overrides = ["fidelity=delta", f"trainer.max_epochs={args.epochs}", f"trainer.progress_bar={str(args.progress).lower()}",
                  f"data.split={hydra_string(args.split)}"]
-    if args.db is not None:
-        overrides += ["data=database", f"data.db={hydra_string(args.db)}",
-                      f"data.levels=[{','.join(hydra_string(level) for level in args.levels)}]"]
-    if args.neurons:
-        overrides.append(f"model.neurons=[{','.join(map(str, args.neurons))}]")
+    overrides += database_overrides(args.db, args.levels)
+    overrides += neurons_override(args.neurons)
     if args.run_dir:
         overrides.append(f"run_dir={hydra_string(args.run_dir)}")
     config = compose_config(overrides + list(args.overrides))
@@ -142,7 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PykinmlError as exc:
-        sys.exit(f"{sys.argv[0]}: error: {exc}")
+    run_main(main)

@@ -20,28 +20,11 @@ structure with a gfn2 label appears ``--high-level-repeats`` times per epoch (``
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
-
-from pykinml.errors import PykinmlError
-
-
-def hydra_string(value: str) -> str:
-    """A value quoted for a Hydra override, so paths and URLs with any characters stay one string."""
-    return "'" + str(value).replace("'", "\\'") + "'"
-
-
-def widths(text: str) -> list[int]:
-    """Hidden layer widths from "160,128,96"."""
-    try:
-        return [int(width) for width in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
+from example_args import database_overrides, hydra_string, neurons_override, run_main, widths
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,13 +49,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 < args.high_fraction <= 1:
         parser.error("--high-fraction must be in (0, 1]")
     return args
-
-
-def quiet_lightning() -> None:
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def scarce_demo_database(path: Path, fraction: float, seed: int) -> Path:
@@ -131,7 +107,7 @@ def scarce_demo_database(path: Path, fraction: float, seed: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from pykinml.config import compose_config
-    from pykinml.train import train
+    from pykinml.train import quiet_lightning, train
 
     quiet_lightning()
     run_dir = Path(args.run_dir or f"runs/multi-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -139,13 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"data.high_level_repeats={args.high_level_repeats}", f"data.split={hydra_string(args.split)}",
                  f"run_dir={hydra_string(run_dir)}"]
     if args.db is not None:
-        overrides += ["data=database", f"data.db={hydra_string(args.db)}",
-                      f"data.levels=[{','.join(hydra_string(level) for level in args.levels)}]"]
+        overrides += database_overrides(args.db, args.levels)
     elif args.high_fraction < 1:
         db = scarce_demo_database(run_dir.with_name(run_dir.name + "-data.db"), args.high_fraction, args.seed)
         overrides += [f"data.db={hydra_string(db)}"]
-    if args.neurons:
-        overrides.append(f"model.neurons=[{','.join(map(str, args.neurons))}]")
+    overrides += neurons_override(args.neurons)
     config = compose_config(overrides + list(args.overrides))
     levels = list(config.data.levels)
     print(f"training a chained multi-fidelity model on {' -> '.join(levels)} from {config.data.db} ({args.epochs} epochs)",
@@ -167,7 +141,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PykinmlError as exc:
-        sys.exit(f"{sys.argv[0]}: error: {exc}")
+    run_main(main)

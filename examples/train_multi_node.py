@@ -24,26 +24,12 @@ With 2 CPU processes on a 2-core machine the defaults take about a minute.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
 import time
-import warnings
+
+from example_args import database_overrides, hydra_string, neurons_override, run_main, widths
 
 from pykinml.errors import PykinmlError
-
-
-def hydra_string(value: str) -> str:
-    """A value quoted for a Hydra override, so paths and URLs with any characters stay one string."""
-    return "'" + str(value).replace("'", "\\'") + "'"
-
-
-def widths(text: str) -> list[int]:
-    """Hidden layer widths from "160,128,96"."""
-    try:
-        return [int(width) for width in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,12 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from pykinml.config import compose_config
-    from pykinml.train import train
+    from pykinml.train import quiet_lightning, train
 
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
 
     nodes, per_node, slurm = processes()
     if not slurm:
@@ -123,11 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if run_dir is not None:
         overrides.append(f"run_dir={hydra_string(run_dir)}")
-    if args.db is not None:
-        overrides += ["data=database", f"data.db={hydra_string(args.db)}",
-                      f"data.levels=[{','.join(hydra_string(level) for level in args.levels)}]"]
-    if args.neurons:
-        overrides.append(f"model.neurons=[{','.join(map(str, args.neurons))}]")
+    overrides += database_overrides(args.db, args.levels)
+    overrides += neurons_override(args.neurons)
     if args.cache_dir:
         overrides.append(f"cache_dir={hydra_string(args.cache_dir)}")
     config = compose_config(overrides + list(args.overrides))
@@ -154,7 +134,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PykinmlError as exc:
-        sys.exit(f"{sys.argv[0]}: error: {exc}")
+    run_main(main)

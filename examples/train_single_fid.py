@@ -18,25 +18,9 @@ Anything after the options is passed on as a ``pykinml-train`` override (``optim
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 import time
-import warnings
 
-from pykinml.errors import PykinmlError
-
-
-def hydra_string(value: str) -> str:
-    """A value quoted for a Hydra override, so paths and URLs with any characters stay one string."""
-    return "'" + str(value).replace("'", "\\'") + "'"
-
-
-def widths(text: str) -> list[int]:
-    """Hidden layer widths from "160,128,96"."""
-    try:
-        return [int(width) for width in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give widths as integers separated by commas, e.g. 64,32") from None
+from example_args import hydra_string, neurons_override, run_main, widths
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,8 +50,7 @@ def overrides(args: argparse.Namespace) -> list[str]:
     if args.db is not None:
         result += ["data=database", f"data.db={hydra_string(args.db)}", f"data.levels=[{hydra_string(args.level)}]"]
     result.append(f"data.split={hydra_string(args.split)}")
-    if args.neurons:
-        result.append(f"model.neurons=[{','.join(map(str, args.neurons))}]")
+    result += neurons_override(args.neurons)
     if args.energy_only:
         result.append("model.forces=false")
     if args.run_dir:
@@ -75,18 +58,10 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return result + list(args.overrides)
 
 
-def quiet_lightning() -> None:
-    """Keep the output to what matters here: no deprecation chatter or "GPU available" lines."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from pykinml.config import compose_config
-    from pykinml.train import train
+    from pykinml.train import quiet_lightning, train
 
     quiet_lightning()  # after the import: Lightning sets up its loggers when imported
 
@@ -111,7 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except PykinmlError as exc:
-        sys.exit(f"{sys.argv[0]}: error: {exc}")
+    run_main(main)
