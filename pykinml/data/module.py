@@ -1,8 +1,11 @@
 """The LightningDataModule: batches of cached AEVs (and Jacobian rows) with their targets.
 
-Rank 0 of each node builds the AEV cache in ``prepare_data``; every rank then opens it through memory
-maps. Training batches are reshuffled every epoch by a DistributedSampler seeded with ``seed`` + epoch,
-so a run resumed from a checkpoint sees exactly the batches an uninterrupted run would.
+Under DDP, global rank 0 builds the AEV cache in ``prepare_data``; every rank then opens it through memory
+maps (on a node that does not see rank 0's file system, that node's rank 0 builds its own copy first).
+Training batches are reshuffled every epoch by a DistributedSampler seeded with ``seed`` + epoch, so a run
+resumed from a checkpoint sees exactly the batches an uninterrupted run would, and each rank gets a disjoint
+share of every epoch. Validation and test structures are dealt out without padding, so every structure is
+counted exactly once in the errors.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pykinml.data.cache import AEVCache
 from pykinml.data.precompute import precompute
 from pykinml.data.training import TrainingData
 from pykinml.db.query import ragged_rows
+from pykinml.errors import PykinmlError
 
 
 class PotentialDataModule(L.LightningDataModule):
@@ -46,6 +50,7 @@ class PotentialDataModule(L.LightningDataModule):
         self.high_level_repeats = int(high_level_repeats)
         self.cache: AEVCache | None = None
         self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+        self.prepare_data_per_node = False  # one build for the job; setup covers nodes with a cache dir of their own
 
     @property
     def uses_cache(self) -> bool:
@@ -63,7 +68,28 @@ class PotentialDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.uses_cache and self.cache is None:
-            self.cache = self._build_cache(False)  # already complete: opens it
+            trainer = self.trainer
+            if trainer is not None and trainer.world_size > 1:
+                # Global rank 0 built the cache in prepare_data. A node whose cache directory it cannot see
+                # builds its own copy on its local rank 0 while the node's other ranks wait; every rank
+                # takes part in the barrier, so no rank can pass it before its node's copy is whole.
+                if trainer.local_rank == 0:
+                    self._build_cache(False)
+                trainer.strategy.barrier("pykinml-aev-cache")
+            self.cache = self._build_cache(False)  # complete by now: opens it
+        self._check_shards()
+
+    def _check_shards(self) -> None:
+        """Every process needs at least one validation (and test) structure: a rank without any would
+        leave the others waiting for it in the end-of-epoch reductions."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        for subset in ("val", "test"):
+            count = len(self.epoch_rows(subset))
+            if 0 < count < world:
+                raise PykinmlError(
+                    f"the {subset} set has {count} structure(s), fewer than the {world} training processes; "
+                    f"give each process at least one (a larger {subset} fraction, or fewer processes)"
+                )
 
     def collate(self, rows: list[int]) -> Batch:
         """Gather the structures at selection positions ``rows`` (sorted) into one :class:`Batch`."""
@@ -111,11 +137,12 @@ class PotentialDataModule(L.LightningDataModule):
         rows = self.epoch_rows(subset)
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        sampler = DistributedSampler(rows, num_replicas=world, rank=rank, shuffle=shuffle, seed=self.seed)
-        return DataLoader(
-            rows, batch_size=self.batch_size if shuffle else self.eval_batch_size, sampler=sampler,
-            collate_fn=self.collate,
-        )
+        if not shuffle:  # evaluation: a disjoint share per rank, no padding (no structure counted twice)
+            return DataLoader(rows[rank::world], batch_size=self.eval_batch_size, shuffle=False, collate_fn=self.collate)
+        # Training: every rank needs the same number of batches (each step all-reduces gradients), so the
+        # sampler pads the epoch to a multiple of the number of ranks with a few repeated structures.
+        sampler = DistributedSampler(rows, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        return DataLoader(rows, batch_size=self.batch_size, sampler=sampler, collate_fn=self.collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

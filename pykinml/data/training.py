@@ -6,10 +6,12 @@ because the element list and the self atomic energies come from it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pykinml.data.targets import Targets, TargetSpec, build_targets
 from pykinml.db.connection import display_url
@@ -79,6 +81,25 @@ def _select(engine, levels: list[str], fidelity: str, names, split: str | None, 
     return selection
 
 
+def _create_split_once(engine, split: str, fractions: list[float], seed: int, levels: list[str], names) -> None:
+    """Create ``split``; when several DDP processes start at once, one creates it and the others use it
+    (the split depends only on the seed, so whichever process wins, every process reads the same one)."""
+    try:
+        create_split(engine, split, fractions=fractions, seed=seed, levels=levels, names=names)
+        return
+    except PykinmlError:
+        if split in split_counts(engine):  # another process stored it between our look and our write
+            return
+        raise
+    except (IntegrityError, OperationalError):
+        deadline = time.monotonic() + 60.0  # another process holds the write: wait for its split to appear
+        while time.monotonic() < deadline:
+            if split in split_counts(engine):
+                return
+            time.sleep(0.2)
+        raise
+
+
 def load_training_data(
     engine,
     levels: Sequence[str],
@@ -96,7 +117,7 @@ def load_training_data(
     names = list(names) if names is not None else None
     if split not in split_counts(engine):
         required = levels if fidelity != "multi" else levels[:1]
-        create_split(engine, split, fractions=list(split_fractions), seed=seed, levels=required, names=names)
+        _create_split_once(engine, split, list(split_fractions), seed, required, names)
     selection = _select(engine, levels, fidelity, names, split, forces, where)
     if len(selection) == 0:
         raise PykinmlError(

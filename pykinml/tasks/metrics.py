@@ -6,6 +6,10 @@ exact conversions at reporting time (units come from :mod:`pykinml.units`).
 
 from __future__ import annotations
 
+import warnings
+
+import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
@@ -54,22 +58,36 @@ class ErrorMetrics(nn.Module):
             for metric in groups["force"].values():
                 metric.update(f, g)
 
+    def _accumulators(self) -> list[tuple[str, str, str, nn.Module]]:
+        return [(name, group, kind, metric) for name, groups in self.errors.items()
+                for group, pair in groups.items() for kind, metric in pair.items()]
+
     def compute(self) -> dict[str, float]:
-        """``{'<output>/<metric>_<unit>': value}`` for every accumulator that saw data."""
+        """``{'<output>/<metric>_<unit>': value}`` for every accumulator that saw data on any process.
+
+        Under DDP each accumulator's compute gathers its state from every rank, so every rank must compute
+        the same ones: which saw data is decided from update counts summed over all ranks (a rank whose
+        shard held no structure with some label still takes part, contributing nothing).
+        """
+        accumulators = self._accumulators()
+        counts = torch.tensor([metric.update_count for *_, metric in accumulators], dtype=torch.float64)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            device = accumulators[0][3].device if dist.get_backend() != "gloo" else torch.device("cpu")
+            counts = counts.to(device)
+            dist.all_reduce(counts)
         out: dict[str, float] = {}
-        for name, groups in self.errors.items():
-            values = {}
-            for group, pair in groups.items():
-                for kind, metric in pair.items():
-                    if metric.update_count:
-                        values[f"{group}_{kind}"] = float(metric.compute())
+        values: dict[str, dict[str, float]] = {name: {} for name in self.outputs}
+        with warnings.catch_warnings():  # a rank without updates of its own: torchmetrics warns, and syncs all the same
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+            for (name, group, kind, metric), count in zip(accumulators, counts.tolist()):
+                if count:
+                    values[name][f"{group}_{kind}"] = float(metric.compute())
+        for name in self.outputs:
             for report, (source, factor) in REPORTS.items():
-                if source in values:
-                    out[f"{name}/{report}"] = values[source] * factor
+                if source in values[name]:
+                    out[f"{name}/{report}"] = values[name][source] * factor
         return out
 
     def reset(self) -> None:
-        for groups in self.errors.values():
-            for pair in groups.values():
-                for metric in pair.values():
-                    metric.reset()
+        for *_, metric in self._accumulators():
+            metric.reset()
