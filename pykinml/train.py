@@ -29,6 +29,7 @@ from pykinml.data.module import PotentialDataModule
 from pykinml.data.precompute import check_elements
 from pykinml.data.training import TrainingData, load_training_data
 from pykinml.db.connection import open_engine
+from pykinml.distributed import ProcessRecord, default_run_dir, describe, shared_run_dir
 from pykinml.errors import PykinmlError
 from pykinml.files import write_atomically
 from pykinml.tasks.fidelity import task_class
@@ -48,10 +49,7 @@ def _run_dir(config: dict) -> Path:
             return Path(config["run_dir"])
         checkpoint = Path(config["ckpt_path"]).resolve()
         return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    if config["run_dir"] is not None:
-        run_dir = Path(config["run_dir"])
-    else:
-        run_dir = Path("runs") / f"{config['fidelity']['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(config["run_dir"]) if config["run_dir"] is not None else default_run_dir(config["fidelity"]["name"])
     if (run_dir / "checkpoints").exists() or (run_dir / "metrics.json").exists():
         raise PykinmlError(
             f"run_dir={run_dir} already holds a run; choose another run_dir, or resume it with "
@@ -123,6 +121,7 @@ def _trainer(config: dict, run_dir: Path, callbacks: list) -> L.Trainer:
         enable_progress_bar=settings["progress_bar"], enable_model_summary=False, callbacks=callbacks,
         logger=_logger(config, run_dir), default_root_dir=str(run_dir),
         inference_mode=False,  # validation and test need autograd for forces
+        use_distributed_sampler=False,  # the data module shares out every epoch among the ranks itself
     )
 
 
@@ -131,6 +130,12 @@ def quiet_lightning() -> None:
     "GPU available"/tips lines. Call it after importing Lightning, which sets up its loggers on import."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # DDP: per-epoch training loss is rank 0's own (syncing it would cost an all-reduce per step), and DDP's
+    # note on gradient strides is about speed, not correctness.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    warnings.filterwarnings("ignore", message=".*Grad strides do not match bucket view strides.*")
+    # pykinml refuses a run directory that holds another run, so a non-empty checkpoints/ is a resumed run's.
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -193,15 +198,17 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
         progress=show_progress, high_level_repeats=int(data_config["high_level_repeats"]),
     )
     own, best = _callbacks(config, run_dir)
-    callbacks = own + list(callbacks or [])
+    record = ProcessRecord()
+    callbacks = own + [record] + list(callbacks or [])
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").exists():
         write_atomically(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
     trainer = _trainer(config, run_dir, callbacks)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    with shared_run_dir(run_dir):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     best_path = Path(best.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     metrics: dict = {"fidelity": fidelity, "levels": levels, "best_checkpoint": str(best_path),
-                     "epochs": int(trainer.current_epoch)}
+                     "epochs": int(trainer.current_epoch), "processes": record.gather(trainer)}
     trainer.validate(task, datamodule=datamodule, ckpt_path=str(best_path), weights_only=True, verbose=False)
     metrics["val"] = task.results.get("val", {})
     if data.rows["test"].size:
@@ -210,6 +217,8 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
     if trainer.is_global_zero:
         write_atomically(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         print_metrics(metrics)
+        if trainer.world_size > 1:
+            print(describe(metrics["processes"]), flush=True)
         shown = best_path.relative_to(run_dir.resolve()) if best_path.is_relative_to(run_dir.resolve()) else best_path
         print(f"run directory: {run_dir}  (best checkpoint: {shown})")
     return RunResult(run_dir=run_dir, best_checkpoint=best_path, metrics=metrics)

@@ -42,10 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.cfg:
             print(OmegaConf.to_yaml(config, resolve=True), end="")
             return 0
+        from pykinml.distributed import lost_peer
         from pykinml.train import quiet_lightning, train
 
         quiet_lightning()
-        train(config)
+        try:
+            train(config)
+        except (RuntimeError, OSError) as exc:  # under DDP: another process died; say so in one line, not a hang
+            reason = lost_peer(exc)
+            if reason is None:
+                raise
+            print(f"pykinml-train: error: {reason}", file=sys.stderr)
+            return 1
         return 0
 
     return report_errors("pykinml-train", run)
