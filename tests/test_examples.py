@@ -42,7 +42,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-#: what ``srun`` sets for slurm/train_multi_node.sbatch with 2 nodes x 1 task (per task: SLURM_PROCID, SLURM_NODEID)
+#: what ``srun`` sets for a job of 2 nodes x 1 task (per task: SLURM_PROCID, SLURM_NODEID)
 SLURM_JOB = {"SLURM_JOB_ID": "987654", "SLURM_JOB_NAME": "pykinml-test", "SLURM_NNODES": "2", "SLURM_NTASKS": "2",
              "SLURM_NTASKS_PER_NODE": "1", "SLURM_NODELIST": "127.0.0.1", "SLURM_LOCALID": "0", "MASTER_ADDR": "127.0.0.1"}
 
@@ -183,11 +183,11 @@ def test_train_multi_node_two_cpu_processes(examples, workdir):
 
 
 def test_train_multi_node_under_slurm_two_nodes(examples, workdir):
-    """What ``srun`` does for slurm/train_multi_node.sbatch with 2 nodes x 1 task, on this machine: one process per
+    """What ``srun`` does for a job of 2 nodes x 1 task, on this machine: one process per
     task with SLURM's variables; the script takes nodes and tasks per node from them and Lightning the ranks."""
     out = output(examples, "slurm")
     outputs = [task.out for task in examples["slurm"].result()]
-    assert "2 node(s) x 1 CPU process(es) = 2, started by SLURM" in out and "-> runs/ddp-987654" in out
+    assert "2 node(s) x 1 CPU process(es) = 2, started by SLURM" in out and "run directory: runs/single-slurm-987654" in out
     assert outputs[1] == ""  # only rank 0 prints
-    check_run_dir(workdir / "runs" / "ddp-987654")
+    check_run_dir(workdir / "runs" / "single-slurm-987654")
     numbers(rf"  gfn2: energy RMSE {FLOAT} kcal/mol, force RMSE {FLOAT} kcal/mol/Å \({FLOAT} eV/Å\)", out, count=1)
