@@ -272,3 +272,43 @@ def test_sbatch_template_trains_on_two_slurm_nodes_and_resumes_after_requeue(tmp
     # The first start's log, and the resumed one's beside it.
     assert (run_dir / "logs" / "metrics.csv").is_file()
     assert len(list((run_dir / "logs").glob("resumed-*/metrics.csv"))) == 1
+
+
+def test_a_rank_whose_share_lacks_a_label_does_not_stall_the_others(tmp_path):
+    """Multi-fidelity with gfn2 labels missing on some validation and test structures: rank 1's shares hold
+    none, rank 0's do. Every rank must still take part in reducing the gfn2 errors (rank 0 used to wait for
+    rank 1 for ever), and the reduced errors must be those of one process that saw every structure. (The
+    training set keeps every label, so both runs train the same weights.)"""
+    import sqlite3
+
+    from pykinml.db import assign_split, open_engine, select_structures
+
+    db = tmp_path / "demo.db"
+    shutil.copy(DEMO_DB, db)
+    engine = open_engine(str(db))
+    ids = select_structures(engine, names=["CH4"], forces=False).ids.tolist()
+    engine.dispose()
+    val, test = ids[80:84], ids[84:86]
+    # Rows are dealt out in id order: rank 0 gets val[0], val[2], test[0]; rank 1 val[1], val[3], test[1].
+    missing = [val[1], val[3], test[1]]
+    with sqlite3.connect(db) as con:
+        level = con.execute("SELECT id FROM level WHERE name = 'gfn2'").fetchone()[0]
+        con.executemany("DELETE FROM label WHERE level_id = ? AND structure_id = ?", [(level, i) for i in missing])
+    engine = open_engine(str(db))
+    assign_split(engine, "scarce", {"train": ids[:80], "val": val, "test": test})
+    engine.dispose()
+    common = ["fidelity=multi", f"data.db={db}", "data.split=scarce", "model.neurons=[16]", "trainer.max_epochs=2",
+              "trainer.progress_bar=false", f"cache_dir={tmp_path / 'cache'}"]
+    runs = {
+        "one": [str(BIN / "pykinml-train"), *common, "run_dir=one", f"data.batch_size={GLOBAL_BATCH}"],
+        "two": [str(BIN / "pykinml-train"), *common, "run_dir=two", f"data.batch_size={GLOBAL_BATCH // 2}",
+                "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
+    }
+    for command in runs.values():
+        code, out = finish(start(command, tmp_path), timeout=150)
+        assert code == 0, out
+    for split in ("val", "test"):
+        one, two = metrics(tmp_path / "one")[split], metrics(tmp_path / "two")[split]
+        assert "gfn2/energy_rmse_ev" in two and one.keys() == two.keys()
+        for name, value in one.items():
+            assert two[name] == pytest.approx(value, rel=1e-4, abs=1e-6), (split, name)
