@@ -79,7 +79,8 @@ class ProcessRecord(L.Callback):
         """Every process's record, collected on all of them (a collective: every rank must call it)."""
         mine = {
             "rank": trainer.global_rank, "node_rank": trainer.node_rank, "local_rank": trainer.local_rank,
-            "host": socket.gethostname(), "slurm_node": os.environ.get("SLURMD_NODENAME"), "train_batches": self.batches, "train_structures": self.structures,
+            "host": socket.gethostname(), "slurm_node": os.environ.get("SLURMD_NODENAME"),
+            "train_batches": self.batches, "train_structures": self.structures,
             "last_epoch_train_structures": self.epoch_structures,
         }
         ranks = [mine]
