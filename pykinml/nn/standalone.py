@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from pykinml.aev.compute import aev_of_structures
 from pykinml.aev.params import AEVConstants, AEVParams
+from pykinml.aev.strain import apply_strain, stress_from_strain_gradient
 from pykinml.nn.potential import ChainedPotential
 
 
@@ -108,10 +109,7 @@ class StandalonePotential(nn.Module):
             inputs.append(positions)
         strained_positions, strained_cells = positions, cells
         if stress:
-            strain = torch.zeros((n_structures, 3, 3), dtype=positions.dtype, device=positions.device).requires_grad_(True)
-            symmetric = 0.5 * (strain + strain.transpose(1, 2))
-            strained_positions = positions + torch.einsum("nc,ncd->nd", positions, symmetric[owner])
-            strained_cells = cells + torch.bmm(cells, symmetric)
+            strain, strained_positions, strained_cells = apply_strain(positions, cells, owner, n_structures)
             inputs.append(strain)
         aev = aev_of_structures(self.constants, species, strained_positions, offsets, strained_cells, pbc)
         residual = self.potential(aev, species, owner, n_structures)
@@ -129,8 +127,7 @@ class StandalonePotential(nn.Module):
             if stress:
                 d_strain = grads[-1]
                 assert d_strain is not None
-                volumes = torch.linalg.det(cells).abs()
-                level_stress.append(d_strain.detach() / volumes[:, None, None])
+                level_stress.append(stress_from_strain_gradient(d_strain.detach(), cells))
         if forces:
             out["forces"] = torch.stack(level_forces)
         if stress:
