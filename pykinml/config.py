@@ -53,6 +53,7 @@ class ModelConfig:
     bias: bool = True
     forces: bool = True
     force_mode: str = "jacobian"
+    stress: bool = False
 
 
 @dataclass
@@ -109,6 +110,7 @@ class LoggerConfig:
 class LossConfig:
     weighting: str = "uncertainty"
     force_weight: float = 0.5
+    stress_weight: float = 0.1
     energy: str = "per_structure"
     kind: str = "mse"
 

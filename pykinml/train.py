@@ -150,6 +150,8 @@ def print_metrics(metrics: dict) -> None:
                    f"({values[f'{name}/energy_rmse_mev_atom']:.2f} meV/atom), MAE {values[f'{name}/energy_mae_kcal_mol']:.3f} kcal/mol"
             if f"{name}/force_rmse_kcal_mol_a" in values:
                 line += f"; force RMSE {values[f'{name}/force_rmse_kcal_mol_a']:.3f} kcal/mol/Å, MAE {values[f'{name}/force_mae_kcal_mol_a']:.3f}"
+            if f"{name}/stress_rmse_gpa" in values:
+                line += f"; stress RMSE {values[f'{name}/stress_rmse_gpa']:.3f} GPa, MAE {values[f'{name}/stress_mae_gpa']:.3f}"
             print(line, flush=True)
 
 
@@ -177,7 +179,7 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
     engine = open_engine(data_config["db"])
     data = load_training_data(
         engine, levels, specs, fidelity, data_config["names"], data_config["split"], data_config["split_fractions"],
-        int(config["seed"]), forces,
+        int(config["seed"]), forces, bool(config["model"].get("stress", False)),
     )
     params = _aev_params(config, data, checkpoint)
     L.seed_everything(int(config["seed"]), workers=True, verbose=False)
@@ -196,6 +198,7 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
         batch_size=int(data_config["batch_size"]), eval_batch_size=int(data_config["eval_batch_size"]),
         seed=int(config["seed"]), cache_dir=config["cache_dir"], precompute_workers=int(config["precompute_workers"]),
         progress=show_progress, high_level_repeats=int(data_config["high_level_repeats"]),
+        stress=bool(config["model"].get("stress", False)),
     )
     own, best = _callbacks(config, run_dir)
     record = ProcessRecord()

@@ -30,6 +30,8 @@ class Batch:
     forces: Tensor | None  # (T, N, 3) targets, eV/Å
     force_mask: Tensor | None  # (T, N) bool, per atom
     aev: Tensor | None = None  # (N, D)
+    stress: Tensor | None = None  # (T, B, 3, 3) targets, eV/Å³
+    stress_mask: Tensor | None = None  # (T, B) bool
     jacobian: AEVJacobian | None = None
     structures: Structures | None = None
 
@@ -45,6 +47,7 @@ class Batch:
             species=self.species.to(device), owner=self.owner.to(device), natoms=self.natoms.to(device),
             energies=self.energies.to(device), energy_mask=self.energy_mask.to(device),
             forces=move(self.forces), force_mask=move(self.force_mask), aev=move(self.aev),
+            stress=move(self.stress), stress_mask=move(self.stress_mask),
             jacobian=move(self.jacobian),
             structures=None if self.structures is None else _structures_to(self.structures, device),
         )

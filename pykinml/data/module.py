@@ -41,6 +41,7 @@ class PotentialDataModule(L.LightningDataModule):
         precompute_workers: int = 1,
         progress: bool = True,
         high_level_repeats: int = 1,
+        stress: bool = False,
     ):
         super().__init__()
         self.data, self.params = data, params
@@ -48,13 +49,15 @@ class PotentialDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.seed, self.cache_dir, self.precompute_workers, self.progress = seed, cache_dir, precompute_workers, progress
         self.high_level_repeats = int(high_level_repeats)
+        self.stress = bool(stress)
         self.cache: AEVCache | None = None
         self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
         self.prepare_data_per_node = False  # one build for the job; setup covers nodes with a cache dir of their own
 
     @property
     def uses_cache(self) -> bool:
-        return self.force_mode == "jacobian" or not self.forces
+        """Cached AEVs serve energies and Jacobian forces; stress and autograd forces need the geometries."""
+        return not self.stress and (self.force_mode == "jacobian" or not self.forces)
 
     def _build_cache(self, progress: bool) -> AEVCache:
         return precompute(
@@ -122,6 +125,8 @@ class PotentialDataModule(L.LightningDataModule):
             aev=aev,
             jacobian=jacobian,
             structures=structures,
+            stress=None if targets.stress is None else torch.from_numpy(targets.stress[:, rows]).to(self.torch_dtype),
+            stress_mask=None if targets.stress_mask is None else torch.from_numpy(targets.stress_mask[:, rows]),
         )
 
     def epoch_rows(self, subset: str) -> np.ndarray:

@@ -61,11 +61,13 @@ def _check_names(selection: Selection, names: Sequence[str] | None, where: str) 
             raise PykinmlError(f"data.names: no structure named {name!r} with these levels in {where}")
 
 
-def _select(engine, levels: list[str], fidelity: str, names, split: str | None, forces: bool, where: str) -> Selection:
+def _select(engine, levels: list[str], fidelity: str, names, split: str | None, forces: bool, stress: bool,
+            where: str) -> Selection:
     if fidelity == "single":
-        selection = select_structures(engine, levels=levels, names=names, split=split, forces=forces)
+        selection = select_structures(engine, levels=levels, names=names, split=split, forces=forces, stress=stress)
     else:
-        selection = select_structures(engine, optional_levels=levels, names=names, split=split, forces=forces)
+        selection = select_structures(engine, optional_levels=levels, names=names, split=split, forces=forces,
+                                      stress=stress)
         labelled = np.any([selection.has_energy[level] for level in levels], axis=0)
         selection = selection.subset(np.nonzero(labelled)[0])
         if fidelity == "delta":
@@ -110,6 +112,7 @@ def load_training_data(
     split_fractions: Sequence[float],
     seed: int,
     forces: bool,
+    stress: bool = False,
 ) -> TrainingData:
     """Select the structures for ``fidelity``, creating split ``split`` first if the database lacks it."""
     levels = list(levels)
@@ -118,7 +121,7 @@ def load_training_data(
     if split not in split_counts(engine):
         required = levels if fidelity != "multi" else levels[:1]
         _create_split_once(engine, split, list(split_fractions), seed, required, names)
-    selection = _select(engine, levels, fidelity, names, split, forces, where)
+    selection = _select(engine, levels, fidelity, names, split, forces, stress, where)
     if len(selection) == 0:
         raise PykinmlError(
             f"no structure in {where} has the levels {levels}"
@@ -129,12 +132,17 @@ def load_training_data(
     for subset in ("train", "val"):
         if rows[subset].size == 0:
             raise PykinmlError(f"split {split!r} has no {subset} structures among the {len(selection)} selected in {where}")
-    targets = build_targets(selection, specs, forces)
+    targets = build_targets(selection, specs, forces, stress)
     # A level may lack forces (expensive energies often come alone); training on forces needs some.
     if forces and not targets.force_mask[:, rows["train"]].any():
         raise PykinmlError(
             f"model.forces=true but no training structure has forces at {levels} in {where}; "
             "train on energies with model.forces=false"
+        )
+    if stress and not targets.stress_mask[:, rows["train"]].any():
+        raise PykinmlError(
+            f"model.stress=true but no training structure has a stress label at {levels} in {where} "
+            "(stress comes with periodic cells); train without it: model.stress=false"
         )
     source = {"db": where, "levels": levels, "names": names, "split": split}
     return TrainingData(selection, targets, specs, rows, source)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from pykinml.aev.jacobian import forces as contract_forces
 from pykinml.aev.params import AEVParams
+from pykinml.aev.strain import apply_strain, stress_from_strain_gradient
 from pykinml.data.batches import Batch
 from pykinml.data.targets import TargetSpec
 from pykinml.errors import PykinmlError
@@ -24,6 +25,7 @@ from pykinml.nn.potential import ChainedPotential
 from pykinml.tasks.losses import TaskWeights, squared_error
 from pykinml.tasks.metrics import ErrorMetrics
 from pykinml.tasks.optim import BudgetSchedule, build_optimizer, build_scheduler
+from pykinml.units import EV_A3_GPA
 
 _aev = importlib.import_module("pykinml.aev.compute")  # the module (its name is shadowed by the function)
 SPLITS = ("train", "val", "test")
@@ -49,11 +51,18 @@ class PotentialTask(L.LightningModule):
         loss = config["loss"]
         self.specs = self.target_specs(self.levels)
         self.forces = bool(model["forces"])
+        self.stress = bool(model.get("stress", False))
+        if self.stress and model["force_mode"] != "autograd":
+            raise PykinmlError(
+                "model.stress=true needs model.force_mode=autograd: stress is the derivative of the energy under a "
+                "strain of the cell, taken by autograd through the AEV (the cache holds no strain derivatives)"
+            )
         self.model = ChainedPotential(
             self.network_levels(len(self.specs)), self.params.n_elements, self.params.length,
             list(model["neurons"]), model["activations"], bool(model["bias"]),
         )
-        self.weights = TaskWeights(len(self.specs), self.forces, loss["weighting"], float(loss["force_weight"]))
+        self.weights = TaskWeights(len(self.specs), self.forces, loss["weighting"], float(loss["force_weight"]),
+                                   self.stress, float(loss.get("stress_weight", 0.1)))
         self.per_atom = loss["energy"] == "per_atom"
         self.rmse = loss["kind"] == "rmse"
         self.metrics = torch.nn.ModuleDict({f"{split}_errors": ErrorMetrics([s.name for s in self.specs]) for split in SPLITS})
@@ -82,36 +91,48 @@ class PotentialTask(L.LightningModule):
     # --- predictions ----------------------------------------------------------------------------------
     def predict_batch(self, batch: Batch, forces: bool, create_graph: bool = False) -> tuple[Tensor, Tensor | None]:
         """Energies (T, B) in eV (SAEs included, float64) and forces (T, N, 3) in eV/Å when ``forces``."""
-        residual, predicted_forces = self._forward(batch, forces, create_graph)
+        residual, predicted_forces, _ = self._forward(batch, forces, False, create_graph)
         return residual.double() + self.model.sae_energies(batch.species, batch.owner, len(batch)), predicted_forces
 
-    def _forward(self, batch: Batch, forces: bool, create_graph: bool) -> tuple[Tensor, Tensor | None]:
-        """Network energies (T, B) without the SAEs, in the model's dtype, and forces (T, N, 3) when asked."""
+    def _forward(self, batch: Batch, forces: bool, stress: bool, create_graph: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Network energies (T, B) without the SAEs, in the model's dtype; forces (T, N, 3) and stress (T, B, 3, 3)
+        in eV/Å³ when asked (stress needs packed structures: autograd through the AEV under a strain)."""
+        wrt: list[Tensor] = []
         if batch.structures is not None:
-            positions = batch.structures.positions
+            structures = batch.structures
+            positions, cells = structures.positions, structures.cells
             if forces:
                 positions = positions.detach().requires_grad_(True)
-            aev, _ = _aev.compute(self.params, replace(batch.structures, positions=positions))
-            wrt = positions
+                wrt.append(positions)
+            strained_positions, strained_cells = positions, cells
+            if stress:
+                strain, strained_positions, strained_cells = apply_strain(positions, cells, batch.owner, len(batch))
+                wrt.append(strain)
+            aev, _ = _aev.compute(self.params, replace(structures, positions=strained_positions, cells=strained_cells))
         else:
             aev = batch.aev.detach().requires_grad_(True) if forces else batch.aev
-            wrt = aev
+            if forces:
+                wrt.append(aev)
         residual = self.model(aev, batch.species, batch.owner, len(batch))
-        if not forces:
-            return residual, None
-        out = []
+        if not wrt:
+            return residual, None, None
+        level_forces, level_stress = [], []
         for level in range(residual.shape[0]):
-            (grad,) = torch.autograd.grad(residual[level].sum(), wrt, create_graph=create_graph, retain_graph=True)
-            if batch.structures is not None:
-                out.append(-grad)
-            else:
-                out.append(contract_forces(self.params, batch.species, grad, batch.jacobian))
-        return residual, torch.stack(out)
+            grads = torch.autograd.grad(residual[level].sum(), wrt, create_graph=create_graph, retain_graph=True)
+            if forces:
+                if batch.structures is not None:
+                    level_forces.append(-grads[0])
+                else:
+                    level_forces.append(contract_forces(self.params, batch.species, grads[0], batch.jacobian))
+            if stress:
+                level_stress.append(stress_from_strain_gradient(grads[-1], batch.structures.cells))
+        return (residual, torch.stack(level_forces) if forces else None,
+                torch.stack(level_stress) if stress else None)
 
     def _step(self, batch: Batch, split: str) -> Tensor:
         training = split == "train"
         with torch.enable_grad():
-            residual, forces = self._forward(batch, self.forces, create_graph=training)
+            residual, forces, stress = self._forward(batch, self.forces, self.stress, create_graph=training)
         # Residual targets (target − SAE sum) are formed in float64, where the totals are exact, and the
         # errors are the same for residuals as for totals.
         targets = torch.nan_to_num(batch.energies - self.model.sae_energies(batch.species, batch.owner, len(batch)))
@@ -127,9 +148,16 @@ class PotentialTask(L.LightningModule):
             if self.forces:
                 force_target, force_mask = torch.nan_to_num(batch.forces[t]), batch.force_mask[t]
                 terms[(t, "forces")] = self._reduce(squared_error(forces[t], force_target, force_mask))
+            stress_target = stress_mask = None
+            if self.stress:  # the loss in GPa², the unit stress errors are read in (eV/Å³ would weigh ~1e-5)
+                stress_target, stress_mask = torch.nan_to_num(batch.stress[t]), batch.stress_mask[t]
+                terms[(t, "stress")] = self._reduce(
+                    squared_error(stress[t] * EV_A3_GPA, stress_target * EV_A3_GPA, stress_mask)
+                )
             self.metrics[f"{split}_errors"].update(
                 t, predicted[t], targets[t], batch.natoms.double(), mask,
                 forces[t] if self.forces else None, force_target, force_mask,
+                stress[t] if self.stress else None, stress_target, stress_mask,
             )
         loss = self.weights(terms)
         self.log(f"{split}/batch_loss", loss.detach(), batch_size=len(batch), prog_bar=training, on_step=training, on_epoch=True, sync_dist=not training)
@@ -167,7 +195,8 @@ class PotentialTask(L.LightningModule):
         self.results[split] = {name.split("/", 1)[1]: value for name, value in values.items()}
 
     def score(self, values: dict[str, float]) -> float:
-        """The monitored loss: Σ_t (1 − w_f)·RMSE_E² + w_f·RMSE_F² (eV, or eV/atom with per-atom energy loss)."""
+        """The monitored loss: Σ_t (1 − w_f)·RMSE_E² + w_f·RMSE_F² (eV, or eV/atom with per-atom energy loss),
+        plus w_s·RMSE_σ² (GPa) when trained on stress."""
         w = float(self.config["loss"]["force_weight"]) if self.forces else 0.0
         total = 0.0
         for spec in self.specs:
@@ -177,6 +206,9 @@ class PotentialTask(L.LightningModule):
             force = values.get(f"{spec.name}/force_rmse_ev_a")
             if force is not None:
                 total += w * force**2
+            stress = values.get(f"{spec.name}/stress_rmse_gpa") if self.stress else None
+            if stress is not None:
+                total += float(self.config["loss"].get("stress_weight", 0.1)) * stress**2
         return total
 
     def on_train_epoch_end(self) -> None:

@@ -1,7 +1,7 @@
-"""Energy and force errors per model output, accumulated with torchmetrics and reported in several units.
+"""Energy, force and stress errors per model output, accumulated with torchmetrics and reported in several units.
 
-Errors are accumulated in eV, eV/atom and eV/Å; MAE and RMSE scale linearly, so kcal/mol and meV/atom are
-exact conversions at reporting time (units come from :mod:`pykinml.units`).
+Errors are accumulated in eV, eV/atom, eV/Å and eV/Å³; MAE and RMSE scale linearly, so kcal/mol, meV/atom
+and GPa are exact conversions at reporting time (units come from :mod:`pykinml.units`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
-from pykinml.units import KCAL_MOL_EV
+from pykinml.units import EV_A3_GPA, KCAL_MOL_EV
 
 #: metric suffix -> (accumulator, factor from eV-based units)
 REPORTS = {
@@ -27,6 +27,8 @@ REPORTS = {
     "force_rmse_ev_a": ("force_rmse", 1.0),
     "force_mae_kcal_mol_a": ("force_mae", 1.0 / KCAL_MOL_EV),
     "force_rmse_kcal_mol_a": ("force_rmse", 1.0 / KCAL_MOL_EV),
+    "stress_mae_gpa": ("stress_mae", EV_A3_GPA),
+    "stress_rmse_gpa": ("stress_rmse", EV_A3_GPA),
 }
 
 
@@ -35,17 +37,19 @@ def _pair() -> nn.ModuleDict:
 
 
 class ErrorMetrics(nn.Module):
-    """MAE and RMSE of energies (per structure and per atom) and force components, for each output name."""
+    """MAE and RMSE of energies (per structure and per atom), force and stress components, for each output name."""
 
     def __init__(self, outputs: list[str]):
         super().__init__()
         self.outputs = list(outputs)
         self.errors = nn.ModuleDict(
-            {name: nn.ModuleDict({"energy": _pair(), "atom": _pair(), "force": _pair()}) for name in self.outputs}
+            {name: nn.ModuleDict({"energy": _pair(), "atom": _pair(), "force": _pair(), "stress": _pair()})
+             for name in self.outputs}
         )
 
     def update(self, output: int, energy: Tensor, target: Tensor, natoms: Tensor, mask: Tensor,
-               forces: Tensor | None = None, target_forces: Tensor | None = None, force_mask: Tensor | None = None) -> None:
+               forces: Tensor | None = None, target_forces: Tensor | None = None, force_mask: Tensor | None = None,
+               stress: Tensor | None = None, target_stress: Tensor | None = None, stress_mask: Tensor | None = None) -> None:
         groups = self.errors[self.outputs[output]]
         if bool(mask.any()):
             e, t, n = energy[mask].detach(), target[mask].detach(), natoms[mask]
@@ -57,6 +61,10 @@ class ErrorMetrics(nn.Module):
             f, g = forces[force_mask].detach().flatten(), target_forces[force_mask].detach().flatten()
             for metric in groups["force"].values():
                 metric.update(f, g)
+        if stress is not None and bool(stress_mask.any()):
+            p, q = stress[stress_mask].detach().flatten(), target_stress[stress_mask].detach().flatten()
+            for metric in groups["stress"].values():
+                metric.update(p, q)
 
     def _accumulators(self) -> list[tuple[str, str, str, nn.Module]]:
         return [(name, group, kind, metric) for name, groups in self.errors.items()
