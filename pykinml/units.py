@@ -1,4 +1,4 @@
-"""Unit conversions at the edges: pykinml works in eV and Å inside; Hartree, Bohr and kcal/mol live here only."""
+"""Unit conversions at the edges: pykinml works in eV and Å inside; Hartree, Bohr, kcal/mol, GPa and kbar live here only."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ KCAL_MOL_EV = 4184.0 / (AVOGADRO * ELEMENTARY_CHARGE)
 KJ_MOL_EV = 1000.0 / (AVOGADRO * ELEMENTARY_CHARGE)
 EV_A3_GPA = ELEMENTARY_CHARGE * 1e21  # 1 eV/Å³ in GPa
 KBAR_GPA = 0.1
+KBAR_EV_A3 = KBAR_GPA / EV_A3_GPA  # 1 kbar in eV/Å³
 
 #: Factors that turn an energy given in the named unit into eV.
 ENERGY_UNITS: dict[str, float] = {

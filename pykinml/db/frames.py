@@ -86,12 +86,19 @@ def _float_bytes(value, shape: tuple[int, ...], what: str, where: str) -> bytes:
     return array.tobytes()
 
 
-def _voigt_to_matrix(value) -> np.ndarray:
-    array = np.asarray(value, dtype=np.float64)
+def _stress_bytes(value, what: str, where: str) -> bytes:
+    """Bytes of a 3×3 stress given as a 3×3 or as ASE's 6 Voigt components; a one-line error for any other shape."""
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PykinmlError(f"{where}: {what} is not numeric") from None
     if array.shape == (6,):  # Voigt order xx yy zz yz xz xy, as ASE stores it
         xx, yy, zz, yz, xz, xy = array
         array = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
-    return array
+    elif array.shape != (3, 3):
+        raise PykinmlError(f"{where}: {what} has shape {array.shape}, expected 6 Voigt components "
+                           "(xx yy zz yz xz xy) or (3, 3)")
+    return array.astype("<f8").tobytes()
 
 
 def encode_frame(frame: Frame) -> EncodedFrame:
@@ -112,7 +119,7 @@ def encode_frame(frame: Frame) -> EncodedFrame:
     pbc = frame.pbc
     pbc_bits = (1 if pbc[0] else 0) | (2 if pbc[1] else 0) | (4 if pbc[2] else 0)
     cell_bytes = None
-    if frame.cell is not None and np.any(frame.cell):
+    if frame.cell is not None and (pbc_bits or np.any(frame.cell)):  # an all-zero periodic cell has zero volume
         cell_bytes = _float_bytes(frame.cell, (3, 3), "cell", where)
         if pbc_bits and abs(np.linalg.det(np.frombuffer(cell_bytes).reshape(3, 3))) < 1e-9:
             raise PykinmlError(f"{where}: periodic cell has zero volume")
@@ -132,7 +139,7 @@ def encode_frame(frame: Frame) -> EncodedFrame:
         if label.forces is not None:
             forces = _float_bytes(label.forces, (natoms, 3), f"forces of level {level!r}", where)
         if label.stress is not None:
-            stress = _float_bytes(_voigt_to_matrix(label.stress), (3, 3), f"stress of level {level!r}", where)
+            stress = _stress_bytes(label.stress, f"stress of level {level!r}", where)
         labels[level] = (energy, forces, stress)
     temperature = frame.temperature
     row = (

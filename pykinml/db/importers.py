@@ -16,6 +16,7 @@ from .readers.ase_db import read_ase_db
 from .readers.ase_files import read_ase_file
 from .readers.labels import LabelExtractor, LevelKeys, Units
 from .readers.legacy import level_name_of, read_legacy, read_legacy_fidelities
+from .readers.mlearn import MLEARN, looks_like_mlearn, read_mlearn
 
 LEGACY = "pykinml-legacy"
 ASE_DB = "ase-db"
@@ -45,7 +46,7 @@ def _sqlite_tables(path: str) -> set[str]:
 
 
 def detect_format(path: str) -> str:
-    """``pykinml-legacy``, ``ase-db`` or an ``ase.io`` format name, from the file's content."""
+    """``pykinml-legacy``, ``ase-db``, ``mlearn-json`` or an ``ase.io`` format name, from the file's content."""
     with open(path, "rb") as handle:
         head = handle.read(16)
     if head.startswith(b"SQLite format 3"):
@@ -57,6 +58,8 @@ def detect_format(path: str) -> str:
         if "structure" in tables and "label" in tables:
             raise PykinmlError(f"{path}: this is a pykinml database; use it as --db, or export it to extxyz first")
         raise PykinmlError(f"{path}: SQLite file with tables {sorted(tables)} is neither PyKinML nor an ASE database")
+    if looks_like_mlearn(path):
+        return MLEARN
     try:
         fmt = filetype(path, read=True)
     except Exception as exc:
@@ -80,6 +83,17 @@ def _stem(path: str) -> str:
     return os.path.splitext(base)[0] or base
 
 
+def _mlearn_level(path: str, options: ImportOptions) -> str:
+    """The level of an mlearn JSON file (one level under fixed keys): a bare ``--level NAME``, else ``--level-name``."""
+    if options.units != Units():
+        raise PykinmlError(f"{path}: mlearn JSON is in eV, eV/Å and kbar; --units and --force-units do not apply")
+    if not options.levels:
+        return options.level_name
+    if len(options.levels) == 1 and options.levels[0].bare:
+        return options.levels[0].name
+    raise PykinmlError(f"{path}: an mlearn JSON file holds one level under fixed keys; name it with --level-name NAME")
+
+
 def import_file(engine: Engine, path: str, options: ImportOptions | None = None) -> ImportReport:
     """Import one file; a bad file raises :class:`PykinmlError` and leaves the database as it was."""
     options = options or ImportOptions()
@@ -98,6 +112,8 @@ def import_file(engine: Engine, path: str, options: ImportOptions | None = None)
         for fidelity in read_legacy_fidelities(path):
             fidelities[level_name_of(fidelity, options.level_names)] = fidelity
         frames = read_legacy(path, options.formula or stem, options.level_names, options.units, options.name)
+    elif fmt == MLEARN:
+        frames = read_mlearn(path, _mlearn_level(path, options), options.name, stem)
     else:
         labels = LabelExtractor(options.levels, options.level_name, options.units)
         if fmt == ASE_DB:
