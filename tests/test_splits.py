@@ -735,3 +735,21 @@ def test_assign_split_stores_explicit_subsets(tmp_path):
         assign_split(engine, "bad", {"train": ids[:3], "test": ids[2:4]})
     with pytest.raises(PykinmlError, match="already exists"):
         assign_split(engine, "mine", {"train": ids[:3]})
+
+
+def test_test_names_make_a_fixed_test_set_and_the_rest_is_split_at_random(db_url, cli, tmp_path, engine_of):
+    """A benchmark's own test file (imported under its own name) is the test set; the training file's
+    structures are split into train and val."""
+    train_path, _ = molecules_file(tmp_path, n=30, seed=1, stem="train")
+    test_path, _ = molecules_file(tmp_path, n=7, seed=2, stem="test")
+    ok(cli("import", train_path, "--db", db_url, "--level", "dft=dft_energy,dft_forces", "--name", "bench-train"))
+    ok(cli("import", test_path, "--db", db_url, "--level", "dft=dft_energy,dft_forces", "--name", "bench-test"))
+    result = ok(cli("split", "--db", db_url, "--name", "fixed", "--fractions", "0.8", "0.2", "0",
+                    "--names", "bench-train", "--test-names", "bench-test"))
+    assert "train 24, val 6, test 7" in result.out
+    engine = engine_of(db_url)
+    subsets = assert_disjoint_and_consistent(engine, "fixed")
+    named_test = set(select_structures(engine, names=["bench-test"], forces=False).ids.tolist())
+    assert subsets["test"] == named_test
+    user_error(cli("split", "--db", db_url, "--name", "none", "--fractions", "0.8", "0.2", "0",
+                   "--test-names", "no-such-name"), "no structure has a name in --test-names")

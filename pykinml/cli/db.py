@@ -79,7 +79,7 @@ def cmd_split(args) -> int:
     else:
         counts = create_split(
             engine, args.name, fractions=args.fractions, counts=args.counts, seed=args.seed,
-            levels=args.levels or (), names=args.names, replace=args.replace,
+            levels=args.levels or (), names=args.names, replace=args.replace, test_names=args.test_names,
         )
     print(f"split {args.name!r}: " + ", ".join(f"{subset} {counts[subset]}" for subset in SUBSETS))
     return 0
@@ -117,21 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--db", default=os.environ.get("PYKINML_DB"), required="PYKINML_DB" not in os.environ,
                          help=db_help)
 
-    sub = commands.add_parser("import", help="import xyz/extxyz/ASE-readable files, ASE databases, PyKinML .db files")
+    sub = commands.add_parser("import", help="import xyz/extxyz/ASE-readable files, ASE databases, "
+                                             "PyKinML .db files, mlearn/SNAP JSON")
     sub.add_argument("paths", nargs="+", metavar="PATH")
     add_db(sub)
     sub.add_argument("--level", action="append", default=[], metavar="NAME=ENERGY_KEY[,FORCES_KEY[,STRESS_KEY]]",
                      help="map info/array keys of each frame to a level (repeatable)")
-    sub.add_argument("--level-name", default="default", help="level for ASE calculator results (no --level)")
+    sub.add_argument("--level-name", default="default",
+                     help="level for ASE calculator results and mlearn JSON labels (no --level)")
     sub.add_argument("--level-names", nargs="+", default=[], metavar="FIDELITY=NAME",
                      help="names of PyKinML fidelities (default fidelity_<n>)")
     sub.add_argument("--units", default="eV", choices=sorted(ENERGY_UNITS), type=str.lower,
                      help="energy unit of the file; forces follow (hartree: Hartree/Bohr)")
     sub.add_argument("--force-units", choices=sorted(FORCE_UNITS), type=str.lower, help="override the force unit")
-    sub.add_argument("--name", help="tag every structure with this name (default: info['name'] or the file stem)")
+    sub.add_argument("--name", help="tag every structure with this name (default: info['name'], <element>-<group> "
+                                     "for mlearn JSON, or the file stem)")
     sub.add_argument("--source-name", help="provenance name used by mask files (default: the file stem)")
     sub.add_argument("--formula", help="species order of a PyKinML file whose name is not its formula")
-    sub.add_argument("--format", help="force an ase.io format, or pykinml-legacy / ase-db")
+    sub.add_argument("--format", help="force an ase.io format, or pykinml-legacy / ase-db / mlearn-json")
     sub.add_argument("--on-conflict", choices=ON_CONFLICT, default="error",
                      help="when a structure already has a different label at a level")
     sub.set_defaults(run=cmd_import)
@@ -147,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--val-fraction", type=float, help="with --mask: share of the 2-pool for val (default 0.1)")
     sub.add_argument("--levels", nargs="+", help="only structures labelled at all these levels")
     sub.add_argument("--names", nargs="+", help="only structures with these names (%% patterns allowed)")
+    sub.add_argument("--test-names", nargs="+", metavar="NAME",
+                     help="a fixed test set: the structures with these names (%% patterns allowed), kept out of the "
+                          "random part (give it a test fraction of 0)")
     sub.add_argument("--replace", action="store_true", help="overwrite a split of the same name")
     sub.set_defaults(run=cmd_split)
 

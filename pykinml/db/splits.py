@@ -68,16 +68,25 @@ def create_split(
     levels: Sequence[str] = (),
     names: Sequence[str] | None = None,
     replace: bool = False,
+    test_names: Sequence[str] | None = None,
 ) -> dict[str, int]:
     """Store a random split of the structures (optionally only those labelled at ``levels`` and in ``names``).
 
     ``fractions`` (train, val, test) cover every selected structure; ``counts`` take that many and
     leave the rest out of the split. The permutation is numpy's ``default_rng(seed)`` over ids in order.
+    ``test_names``: a fixed test set (e.g. a benchmark's own test file), the structures with these names;
+    they are kept out of the random part, which then usually has a test share of 0.
     """
     if (fractions is None) == (counts is None):
         raise PykinmlError("give exactly one of --fractions or --counts")
     _check_seed(seed)
     ids = select_structures(engine, levels=levels, names=names, forces=False).ids
+    fixed_test = np.zeros(0, np.int64)
+    if test_names:
+        fixed_test = select_structures(engine, levels=levels, names=test_names, forces=False).ids
+        if fixed_test.size == 0:
+            raise PykinmlError(f"split {name!r}: no structure has a name in --test-names {list(test_names)}")
+        ids = ids[~np.isin(ids, fixed_test)]
     if ids.size == 0:
         raise PykinmlError(f"split {name!r}: no structure matches the given levels and names")
     if counts is not None:
@@ -91,8 +100,8 @@ def create_split(
         sizes = _counts_from_fractions(fractions, ids.size)
         method = f"fractions {list(fractions)}"
     order = np.random.default_rng(seed).permutation(ids.size)[: sum(sizes)]
-    chosen = ids[order]
-    codes = np.repeat(np.arange(3, dtype=np.int8), sizes)
+    chosen = np.concatenate([ids[order], fixed_test])
+    codes = np.concatenate([np.repeat(np.arange(3, dtype=np.int8), sizes), np.full(fixed_test.size, 2, np.int8)])
     with engine.begin() as conn:
         return _store(conn, name, method, seed, chosen, codes, replace)
 
