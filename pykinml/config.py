@@ -111,6 +111,7 @@ class LossConfig:
     weighting: str = "uncertainty"
     force_weight: float = 0.5
     stress_weight: float = 0.1
+    weight_lr: float | None = None
     energy: str = "per_structure"
     kind: str = "mse"
 

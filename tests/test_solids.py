@@ -146,3 +146,19 @@ def test_stress_training_needs_autograd_forces_and_stress_labels(copper, tmp_pat
     user_error(SimpleNamespace(code=code, err=capsys.readouterr().err), "no training structure has a stress label",
                program="pykinml-train")
     assert not (tmp_path / "b").exists()
+
+
+def test_a_log_variance_learning_rate_lets_the_energy_weight_reach_its_scale(copper, trained, tmp_path):
+    """Per-atom energy errors in eV² are ~1e-4, so the energy's log-variance belongs near log(1e-4) ≈ −9; at the
+    network's learning rate Adam moves it ~1e-3 per step and it stays near 0 (energies underweighted ~1000x).
+    loss.weight_lr gives the log-variances their own rate: 12 epochs then move it several units."""
+    code = train_main([*SOLID, f"data.db={copper / 'cu.db'}", f"run_dir={tmp_path / 'fast'}", f"cache_dir={copper / 'cache'}",
+                       "trainer.max_epochs=12", "loss.weight_lr=0.05"])
+    assert code == 0
+
+    def energy_log_variance(run) -> float:
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+        return float(state["state_dict"]["weights.log_variance"][0])
+
+    assert energy_log_variance(trained) > -0.5  # the default: the network's rate, 1e-3
+    assert energy_log_variance(tmp_path / "fast") < -3.0

@@ -241,7 +241,8 @@ class PotentialTask(L.LightningModule):
 
     # --- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.config["optim"], self.model.parameters(), self.weights.parameters())
+        optimizer = build_optimizer(self.config["optim"], self.model.parameters(), self.weights.parameters(),
+                                    self.config["loss"].get("weight_lr"))
         self.schedule = build_scheduler(self.config["scheduler"], optimizer)
         if self.schedule is not None and self._schedule_state is not None:
             self.schedule.load_state_dict(self._schedule_state)

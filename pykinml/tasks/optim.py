@@ -38,13 +38,20 @@ class BudgetSchedule:
         self.base, self.fraction, self.min_lr = list(state["base"]), float(state["fraction"]), float(state["min_lr"])
 
 
-def build_optimizer(config: dict, model_parameters: Iterable, weight_parameters: Iterable) -> torch.optim.Optimizer:
-    """The optimizer ``config['name']``; the loss-weight parameters get no weight decay."""
+def build_optimizer(config: dict, model_parameters: Iterable, weight_parameters: Iterable,
+                    weight_lr: float | None = None) -> torch.optim.Optimizer:
+    """The optimizer ``config['name']``; the loss-weight parameters get no weight decay and, with ``weight_lr``,
+    their own learning rate (Adam moves a log-variance by about lr per step, so one that must travel far,
+    e.g. to log(1e-4) for per-atom energies in eV², needs a larger one than the network's)."""
     name = config["name"]
     groups = [
         {"params": list(model_parameters), "weight_decay": float(config.get("weight_decay", 0.0))},
         {"params": list(weight_parameters), "weight_decay": 0.0},
     ]
+    if weight_lr is not None:
+        if weight_lr <= 0:
+            raise PykinmlError(f"loss.weight_lr must be positive, got {weight_lr}")
+        groups[1]["lr"] = float(weight_lr)
     groups = [group for group in groups if group["params"]]
     lr = float(config["lr"])
     betas = tuple(config.get("betas") or (0.9, 0.999))
