@@ -26,6 +26,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from train import save as save_section  # noqa: E402  (bench/train.py)
+
 DATA = HERE.parent.parent / "shared" / "data" / "mlearn_mo"
 RESULTS = HERE / "results" / "mo.json"
 TARGETS = {"energy_mae_mev_atom": 4.9, "force_mae_ev_a": 0.19, "stress_mae_gpa": 0.24}
@@ -33,11 +37,7 @@ SNAP = {"energy_mae_mev_atom": 13.2, "force_mae_ev_a": 0.25, "stress_mae_gpa": 0
 
 
 def save(section: str, values: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results[section] = values
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS} [{section}]")
+    save_section(section, values, RESULTS)
 
 
 def tool(name: str, *args: str, cwd: Path) -> None:

@@ -39,12 +39,13 @@ C5H5_MASK = SHARED / "pykinml" / "sample_tvt.txt"
 RESULTS = HERE / "results" / "train.json"
 
 
-def save(section: str, values: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+def save(section: str, values: dict, path: Path = RESULTS) -> None:
+    """Update one section of a results file (each benchmark mode owns its section)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(path.read_text()) if path.is_file() else {}
     results[section] = values
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS} [{section}]")
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path} [{section}]")
 
 
 def pykinml_db(*args: str) -> None:
