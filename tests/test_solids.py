@@ -162,3 +162,14 @@ def test_a_log_variance_learning_rate_lets_the_energy_weight_reach_its_scale(cop
 
     assert energy_log_variance(trained) > -0.5  # the default: the network's rate, 1e-3
     assert energy_log_variance(tmp_path / "fast") < -3.0
+
+
+def test_the_mlearn_preset_sets_keys_of_the_primary_config():
+    """An experiment preset is applied after the primary config, so its loss.* settings take effect (they were
+    silently overridden by train.yaml's defaults before), and the command line still wins over the preset."""
+    from pykinml.config import compose_config
+
+    config = compose_config(["experiment=mlearn_mo"])
+    assert config.loss.energy == "per_atom" and config.loss.weight_lr == 0.05
+    assert config.model.stress and config.model.force_mode == "autograd" and config.data.split == "mlearn"
+    assert compose_config(["experiment=mlearn_mo", "loss.weight_lr=0.01"]).loss.weight_lr == 0.01
