@@ -77,9 +77,10 @@ class PotentialDataModule(L.LightningDataModule):
                 # builds its own copy on its local rank 0 while the node's other ranks wait; every rank
                 # takes part in the barrier, so no rank can pass it before its node's copy is whole.
                 if trainer.local_rank == 0:
-                    self._build_cache(False)
+                    self.cache = self._build_cache(False)
                 trainer.strategy.barrier("pykinml-aev-cache")
-            self.cache = self._build_cache(False)  # complete by now: opens it
+            if self.cache is None:
+                self.cache = self._build_cache(False)  # complete by now: opens it
         self._check_shards()
 
     def _check_shards(self) -> None:

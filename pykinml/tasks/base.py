@@ -208,7 +208,7 @@ class PotentialTask(L.LightningModule):
                 total += w * force**2
             stress = values.get(f"{spec.name}/stress_rmse_gpa") if self.stress else None
             if stress is not None:
-                total += float(self.config["loss"].get("stress_weight", 0.1)) * stress**2
+                total += self.weights.fixed["stress"] * stress**2
         return total
 
     def on_train_epoch_end(self) -> None:
