@@ -16,9 +16,9 @@ from typing import IO
 
 import numpy as np
 from ase import Atoms
-from ase.io.extxyz import write_xyz
 
 from pykinml.errors import PykinmlError
+from pykinml.extxyz_text import frame_text
 from pykinml.units import KCAL_MOL_EV
 
 FORMATS = ("extxyz", "csv", "json")
@@ -65,26 +65,22 @@ def output_format(path: str, given: str | None) -> str:
     return suffix if suffix in ("csv", "json") else "extxyz"
 
 
-def _output_atoms(prediction: FramePrediction) -> Atoms:
-    """The input frame, reused, with the prediction in the info and arrays that extxyz reads back as results."""
-    out = prediction.atoms
-    out.calc = None
-    taken = _RESERVED | {f"{name}_energy" for name in prediction.extra_energies}
-    taken |= {f"{name}_forces" for name in prediction.extra_forces}
-    for key in [k for k in out.info if k in taken]:
-        out.info[f"input_{key}"] = out.info.pop(key)
-    for key in [k for k in out.arrays if k in taken and k not in ("numbers", "positions")]:
-        out.arrays[f"input_{key}"] = out.arrays.pop(key)
-    for name, value in prediction.extra_energies.items():
-        out.info[f"{name}_energy"] = value
-    for name, value in prediction.extra_forces.items():
-        out.arrays[f"{name}_forces"] = value
-    out.info["energy"] = prediction.energy
-    if prediction.forces is not None:
-        out.arrays["forces"] = prediction.forces
+def _output_frame(prediction: FramePrediction) -> str:
+    """The input frame's text with the prediction in the info and arrays that extxyz reads back as results;
+    the input's own info and arrays that a prediction's name takes are renamed ``input_<key>``."""
+    atoms = prediction.atoms
+    values: dict = {f"{name}_energy": value for name, value in prediction.extra_energies.items()}
+    values["energy"] = prediction.energy
     if prediction.stress is not None:
-        out.info["stress"] = prediction.stress
-    return out
+        values["stress"] = prediction.stress
+    predicted = {f"{name}_forces": value for name, value in prediction.extra_forces.items()}
+    if prediction.forces is not None:
+        predicted["forces"] = prediction.forces
+    taken = _RESERVED | set(values) | set(predicted)
+    info = {(f"input_{key}" if key in taken else key): value for key, value in atoms.info.items()}
+    arrays = {(f"input_{key}" if key in taken else key): value for key, value in atoms.arrays.items()
+              if key not in ("numbers", "positions")}
+    return frame_text(atoms, info, {**arrays, **predicted}, values)
 
 
 class PredictionWriter:
@@ -97,7 +93,7 @@ class PredictionWriter:
 
     def write(self, prediction: FramePrediction) -> None:
         if self.fmt == "extxyz":
-            write_xyz(self.handle, _output_atoms(prediction), write_results=False)
+            self.handle.write(_output_frame(prediction))
         elif self.fmt == "csv":
             row = prediction.record()
             if self._csv is None:
