@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 from ase.io.extxyz import PROPERTY_NAME_MAP, key_val_dict_to_str
 
 # dtype kind → extxyz property type and the format ASE writes it with
@@ -18,6 +19,7 @@ _COLUMN_FORMATS = {
     "O": ("S", "%s"),
     "b": ("L", " %.1s"),
 }
+_SYMBOLS = np.array(chemical_symbols)
 
 
 def _numbers(values: np.ndarray) -> str:
@@ -30,7 +32,7 @@ def frame_text(atoms: Atoms, info: dict, arrays: dict[str, np.ndarray], values: 
     ``info`` (formatted by ASE's own key=value writer) and ``values`` (floats, and (3, 3) arrays such as
     stress, written exactly), then pbc."""
     natoms = len(atoms)
-    columns = {"species": np.array(atoms.get_chemical_symbols()), "pos": atoms.positions, **arrays}
+    columns = {"species": _SYMBOLS[atoms.numbers], "pos": atoms.positions, **arrays}
     properties, formats, parts = [], [], []
     for name, array in columns.items():
         kind, fmt = _COLUMN_FORMATS[array.dtype.kind]
