@@ -1,6 +1,7 @@
 """Extended XYZ frames as text, a frame per string: ASE's layout and number formats (``ase.io.read`` reads them
 back as the same info, arrays and results), with the columns formatted in one step instead of ASE's loop
-over atoms, which took most of ``pykinml-predict``'s time on small molecules.
+over atoms, which took most of ``pykinml-predict``'s time on small molecules. Constraints (ASE's
+``move_mask`` column) are not written: predictions carry none.
 """
 
 from __future__ import annotations

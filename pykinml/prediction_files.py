@@ -66,8 +66,8 @@ def output_format(path: str, given: str | None) -> str:
 
 
 def _output_frame(prediction: FramePrediction) -> str:
-    """The input frame's text with the prediction in the info and arrays that extxyz reads back as results;
-    the input's own info and arrays that a prediction's name takes are renamed ``input_<key>``."""
+    """The extxyz text of the input frame's atoms, info and arrays with the prediction in the keys extxyz reads
+    back as results; the input's own keys that a prediction's name takes are renamed ``input_<key>``."""
     atoms = prediction.atoms
     values: dict = {f"{name}_energy": value for name, value in prediction.extra_energies.items()}
     values["energy"] = prediction.energy
