@@ -88,6 +88,10 @@ class Model:
         """Which of the atomic numbers the model has no network for."""
         return (numbers >= len(self._lookup)) | (self._lookup[np.clip(numbers, 0, 118)] < 0)
 
+    def species(self, numbers: np.ndarray) -> np.ndarray:
+        """Element indices (the model's element order) of atomic numbers the model knows (:meth:`check_elements`)."""
+        return self._lookup[np.asarray(numbers)]
+
     def check_elements(self, atoms: Atoms, where: str) -> None:
         """One-line error naming ``where`` (file and frame) when ``atoms`` has an element the model lacks."""
         numbers = np.asarray(atoms.numbers)

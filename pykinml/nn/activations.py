@@ -15,18 +15,47 @@ class Gaussian(nn.Module):
         return torch.exp(-x * x)
 
 
+CELU_ALPHA = 0.1  # ANI's choice
+
 ACTIVATIONS = {
     "gaussian": Gaussian,
-    "celu": lambda: nn.CELU(alpha=0.1),  # ANI's choice of alpha
+    "celu": lambda: nn.CELU(alpha=CELU_ALPHA),
     "softplus": nn.Softplus,
     "silu": nn.SiLU,
     "tanh": nn.Tanh,
 }
 
 
-def activation(name: str) -> nn.Module:
-    """A fresh activation module for ``name`` (one of :data:`ACTIVATIONS`)."""
+def _known(name: str) -> str:
+    """``name`` as a key of :data:`ACTIVATIONS`, or a one-line error naming the config option."""
     key = str(name).lower()
     if key not in ACTIVATIONS:
         raise PykinmlError(f"unknown activation {name!r} in model.activations; choose from {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[key]()
+    return key
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module for ``name`` (one of :data:`ACTIVATIONS`)."""
+    return ACTIVATIONS[_known(name)]()
+
+
+def value_and_slope(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activation ``name`` at ``x`` and its derivative there, for networks differentiated by hand
+    (:class:`pykinml.nn.stacked.StackedNetworks`); the same functions as the modules of :data:`ACTIVATIONS`."""
+    key = _known(name)
+    if key == "gaussian":
+        value = torch.exp(-x * x)
+        return value, -2.0 * x * value
+    if key == "celu":
+        below = torch.exp(torch.clamp(x, max=0.0) / CELU_ALPHA)
+        return torch.where(x > 0, x, CELU_ALPHA * (below - 1.0)), torch.where(x > 0, torch.ones_like(x), below)
+    if key == "softplus":  # nn.Softplus: beta 1, linear above threshold 20
+        linear = x > 20.0
+        return torch.nn.functional.softplus(x), torch.where(linear, torch.ones_like(x), torch.sigmoid(x))
+    if key == "silu":
+        sigmoid = torch.sigmoid(x)
+        return x * sigmoid, sigmoid * (1.0 + x * (1.0 - sigmoid))
+    if key == "tanh":
+        value = torch.tanh(x)
+        return value, 1.0 - value * value
+    raise AssertionError(f"no derivative written for activation {key!r}")

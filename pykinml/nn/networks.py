@@ -11,7 +11,8 @@ from pykinml.errors import PykinmlError
 from pykinml.nn.activations import activation
 
 
-def _layer_activations(activations: str | Sequence[str], n_hidden: int) -> list[str]:
+def layer_activations(activations: str | Sequence[str], n_hidden: int) -> list[str]:
+    """One activation name per hidden layer from ``model.activations`` (one name for all, or one each)."""
     if isinstance(activations, str):
         return [activations] * n_hidden
     names = list(activations)
@@ -29,7 +30,7 @@ def mlp(input_size: int, neurons: Sequence[int], activations: str | Sequence[str
     """input → hidden layers (each followed by its activation) → one linear output."""
     layers: list[nn.Module] = []
     width = input_size
-    for size, name in zip(neurons, _layer_activations(activations, len(neurons))):
+    for size, name in zip(neurons, layer_activations(activations, len(neurons))):
         layers += [nn.Linear(width, int(size), bias=bias), activation(name)]
         width = int(size)
     layers.append(nn.Linear(width, 1, bias=bias))

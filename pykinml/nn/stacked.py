@@ -1,0 +1,99 @@
+"""A chained potential's networks for one molecule of fixed atoms: every element's network in one batched
+matrix product per layer, differentiated by hand, so a call is a few dozen small operations and no graph.
+
+What :class:`pykinml.molecule.MoleculePotential` (the ASE calculator's per-call path) runs on the AEVs;
+training and batched prediction use :class:`~pykinml.nn.potential.ChainedPotential` itself, whose weights
+these are (tests check both agree, the gradient against autograd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from pykinml.nn.activations import value_and_slope
+
+
+class StackedNetworks:
+    """Atomic energies (T, N) of a chained potential (T levels) and their gradients ∂E_l/∂G (T, N, D).
+
+    ``state`` holds the potential's weights under ``levels.<l>.networks.<e>.<layer>.weight|bias`` (a
+    :class:`ChainedPotential`'s state dict), ``activations`` the name of each hidden layer's activation.
+    Atoms are grouped by element and padded to the largest group: one bmm per layer serves every element.
+    """
+
+    def __init__(self, state: Mapping[str, Tensor], n_levels: int, activations: Sequence[str], species: Tensor):
+        self.activations = list(activations)
+        n_layers = len(self.activations) + 1
+        n_el = 1 + max(int(key.split(".")[3]) for key in state if key.startswith("levels.0.networks."))
+        self.weights: list[list[Tensor]] = []  # [level][layer] (n_el, in, out)
+        self.biases: list[list[Tensor | None]] = []
+        for level in range(n_levels):
+            prefix = f"levels.{level}.networks."
+            layers = [2 * k for k in range(n_layers)]  # Linear modules sit between activations in the Sequential
+            self.weights.append([torch.stack([state[f"{prefix}{e}.{k}.weight"].t() for e in range(n_el)]) for k in layers])
+            self.biases.append([
+                torch.stack([state[f"{prefix}{e}.{k}.bias"] for e in range(n_el)])[:, None, :]
+                if f"{prefix}0.{k}.bias" in state else None
+                for k in layers
+            ])
+        self.transposed = [[w.transpose(1, 2).contiguous() for w in level] for level in self.weights]
+        species = species.to(device=self.weights[0][0].device, dtype=torch.int64)
+        counts = torch.bincount(species, minlength=n_el)
+        width = max(1, int(counts.max())) if species.numel() else 1
+        # index (n_el, width): the atoms of each element, padded with atom 0; mask is 1 on real atoms only.
+        order = torch.argsort(species, stable=True)
+        slot = torch.arange(species.numel(), device=species.device) - (torch.cumsum(counts, 0) - counts)[species[order]]
+        index = torch.zeros((n_el, width), dtype=torch.int64, device=species.device)
+        mask = torch.zeros((n_el, width), dtype=self.weights[0][0].dtype, device=species.device)
+        index[species[order], slot] = order
+        mask[species[order], slot] = 1.0
+        self.index, self.mask, self.n_atoms = index.view(-1), mask[..., None], int(species.numel())
+
+    def _network(self, level: int, inputs: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Outputs (n_el, width, 1) of one level's networks and each hidden layer's activation slope."""
+        x, slopes = inputs, []
+        weights, biases = self.weights[level], self.biases[level]
+        for k, (weight, bias) in enumerate(zip(weights, biases)):
+            x = torch.bmm(x, weight) if bias is None else torch.baddbmm(bias, x, weight)
+            if k < len(self.activations):
+                x, slope = value_and_slope(self.activations[k], x)
+                slopes.append(slope)
+        return x, slopes
+
+    def _input_gradient(self, level: int, slopes: list[Tensor]) -> Tensor:
+        """∂(Σ real atoms' outputs)/∂inputs (n_el, width, F) of one level, back through its layers."""
+        grad = self.mask
+        for k in range(len(self.transposed[level]) - 1, -1, -1):
+            grad = torch.bmm(grad, self.transposed[level][k])
+            if k > 0:
+                grad = grad * slopes[k - 1]
+        return grad
+
+    def __call__(self, aev: Tensor) -> tuple[Tensor, Tensor]:
+        """Atomic network energies (T, N) (no SAEs) and ∂E_l/∂G_i (T, N, D) for the molecule's AEVs (N, D)."""
+        n_el, width = self.mask.shape[0], self.mask.shape[1]
+        features = aev[self.index].view(n_el, width, -1)
+        energies: list[Tensor] = []
+        gradients: list[Tensor] = []
+        for level in range(len(self.weights)):
+            if level == 0:
+                out, slopes = self._network(0, features)
+                grad = self._input_gradient(0, slopes)
+            else:
+                # e_l = e_{l−1} + NN_l([G, e_{l−1}]): ∂e_l/∂G = (1 + ∂NN_l/∂e_{l−1})·∂e_{l−1}/∂G + ∂NN_l/∂G.
+                previous, previous_grad = energies[-1], gradients[-1]
+                correction, slopes = self._network(level, torch.cat([features, previous], dim=2))
+                out = previous + correction
+                through = self._input_gradient(level, slopes)
+                grad = previous_grad * (1.0 + through[..., -1:]) + through[..., :-1]
+            energies.append(out)
+            gradients.append(grad)
+        atomic = aev.new_zeros((len(energies), self.n_atoms))
+        d_aev = aev.new_zeros((len(energies), self.n_atoms, aev.shape[1]))
+        for level, (out, grad) in enumerate(zip(energies, gradients)):
+            atomic[level].index_add_(0, self.index, (out * self.mask).view(-1))
+            d_aev[level].index_add_(0, self.index, (grad * self.mask).view(n_el * width, -1))
+        return atomic, d_aev
