@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from pykinml.calculator import PykinmlCalculator
 from pykinml.cli.export import main as export_main
 from pykinml.config import compose_config
 from pykinml.export import export_model
@@ -252,6 +253,13 @@ def test_load_model_takes_an_exported_model_like_a_checkpoint(runs, exported, st
         assert np.isnan(a.stress[:, 0]).all()  # the molecule has no cell
     kept = load_model(exported["multi", "float32"], dtype=None)
     assert kept.dtype == torch.float32 and kept.meta["dtype"] == "float32"
+    # the ASE calculator on the exported file: the molecule through the per-molecule path, the box batched
+    reference = load_model(runs["multi"]).predict(list(structures))
+    for k, atoms in enumerate(structures):
+        atoms = atoms.copy()
+        atoms.calc = PykinmlCalculator(exported["multi", "float64"])
+        assert atoms.get_potential_energy() == pytest.approx(reference.energies[-1, k], abs=1e-9)
+        np.testing.assert_allclose(atoms.get_forces(), reference.forces[k][-1], rtol=0, atol=1e-7)
 
 
 def test_command_line_export(runs, tmp_path, capsys):
