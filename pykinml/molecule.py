@@ -41,7 +41,7 @@ class MoleculePotential:
         activations = layer_activations(config["activations"], len(config["neurons"]))
         sae = state["sae"].to(torch.float64)
         self.aev = MoleculeAEV(model.params.constants(), species, self.dtype, self.device)
-        self.networks = StackedNetworks(state, sae.shape[0], activations, species)
+        self.networks = StackedNetworks(state, sae.shape[0], model.params.n_elements, activations, species)
         self.sae = sae[:, species].sum(dim=1).cpu().numpy()  # (T,) Σ_i SAE_l(Z_i)
 
     def _compute(self, positions: Tensor) -> tuple[Tensor, Tensor]:

@@ -93,7 +93,7 @@ def test_stacked_networks_equal_the_chained_potential_and_autograd(activation, b
     scale = 40.0 if activation == "softplus" else 1.0
     aev = (scale * torch.randn(n_atoms, width, dtype=F64)).requires_grad_(True)
     atomic = potential.atomic(aev, species)
-    stacked = StackedNetworks(potential.state_dict(), 3, [activation] * 2, species)
+    stacked = StackedNetworks(potential.state_dict(), 3, n_el, [activation] * 2, species)
     energies, gradients = stacked(aev.detach())
     torch.testing.assert_close(energies, atomic.detach(), rtol=0, atol=1e-12)
     # torch's CELU backward rounds 1/α through float32 (relative errors up to ~1e-7 in float64); the hand-written

@@ -33,7 +33,7 @@ def _constant(values: list[float], like: Tensor) -> Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device)
 
 
-def _cutoff(r: Tensor, cutoff: float) -> tuple[Tensor, Tensor]:
+def cutoff_and_slope(r: Tensor, cutoff: float) -> tuple[Tensor, Tensor]:
     """f_c(r) = ½cos(πr/R_c) + ½ inside the cutoff, 0 outside, and its derivative."""
     inside = r <= cutoff
     x = r * (math.pi / cutoff)
@@ -132,7 +132,7 @@ def _radial(
     """Radial AEV blocks (N·n_el, n_rad) and, with ``jacobian``, ∂/∂r_ij (P, n_rad) and û_ij (P, 3) per pair."""
     r = distances[:, None]
     shifts = _constant(c.radial_shifts, r)
-    fc, dfc = _cutoff(r, c.radial_cutoff)
+    fc, dfc = cutoff_and_slope(r, c.radial_cutoff)
     gauss = c.radial_scale * torch.exp(-c.radial_eta * (r - shifts) ** 2)
     out = r.new_zeros((n * c.n_elements, len(c.radial_shifts)))
     out.index_add_(0, center * c.n_elements + species[neighbor], gauss * fc)
@@ -164,8 +164,8 @@ def _angular_terms(
     angle = half_pow * half
     mean = 0.5 * (r1 + r2)
     radial = torch.exp(-c.angular_eta * (mean[:, None] - shifts) ** 2)  # (T, n_rho)
-    fc1, dfc1 = _cutoff(r1, c.angular_cutoff)
-    fc2, dfc2 = _cutoff(r2, c.angular_cutoff)
+    fc1, dfc1 = cutoff_and_slope(r1, c.angular_cutoff)
+    fc2, dfc2 = cutoff_and_slope(r2, c.angular_cutoff)
     cut = c.angular_scale * fc1 * fc2
     terms = ((radial * cut[:, None])[:, :, None] * angle[:, None, :]).flatten(1)
     if not jacobian:

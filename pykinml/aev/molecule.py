@@ -11,22 +11,12 @@ tests compare both, and the gradient with autograd and finite differences.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from pykinml.aev.compute import cutoff_and_slope
 from pykinml.aev.jacobian import pair_blocks
 from pykinml.aev.params import AEVConstants
-
-
-def _cutoff(r: Tensor, cutoff: float, keep: Tensor) -> tuple[Tensor, Tensor]:
-    """f_c(r) and its derivative, zero where ``keep`` is false or beyond the cutoff."""
-    inside = keep & (r <= cutoff)
-    x = r * (math.pi / cutoff)
-    zero = torch.zeros_like(r)
-    return (torch.where(inside, 0.5 * torch.cos(x) + 0.5, zero),
-            torch.where(inside, -0.5 * (math.pi / cutoff) * torch.sin(x), zero))
 
 
 class MoleculeAEV:
@@ -44,8 +34,8 @@ class MoleculeAEV:
         self.n_pairs = n_el * (n_el + 1) // 2
         self.species = species
         self.one_hot = torch.nn.functional.one_hot(species, n_el).to(dtype)  # (N, n_el)
-        self.identity = torch.eye(n, dtype=dtype, device=device)
-        self.different = ~torch.eye(n, dtype=torch.bool, device=device)
+        # r_ii is set beyond both cutoffs, so f_c drops an atom's pair with itself and û_ii = 0.
+        self.self_distance2 = torch.eye(n, dtype=dtype, device=device) * (2.0 * max(c.radial_cutoff, c.angular_cutoff)) ** 2
         # Triples (i; j < k), j and k other than i, as flat indices of the (N, N) pair arrays.
         i, j, k = torch.meshgrid(*(torch.arange(n, device=device),) * 3, indexing="ij")
         chosen = (j < k) & (j != i) & (k != i)
@@ -56,21 +46,16 @@ class MoleculeAEV:
         self.angular_shifts = torch.tensor(c.angular_shifts, dtype=dtype, device=device)
         self.sections = torch.tensor(c.angle_sections, dtype=dtype, device=device)
 
-    @property
-    def length(self) -> int:
-        c = self.constants
-        return c.n_elements * len(c.radial_shifts) + self.n_pairs * len(c.angular_shifts) * len(c.angle_sections)
-
     def forward(self, positions: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """AEVs (N, D) at ``positions`` (N, 3), and what :meth:`gradient` needs."""
         c, n = self.constants, self.n_atoms
         vectors = positions[None, :, :] - positions[:, None, :]  # [i, j] = x_j − x_i
-        r = torch.sqrt((vectors * vectors).sum(-1) + self.identity)  # 1 on the diagonal, which f_c masks
+        r = torch.sqrt((vectors * vectors).sum(-1) + self.self_distance2)
         unit = vectors / r[..., None]
         # Radial: G^R[i, el(j), m] = Σ_j g(r_ij)_m, a product with the one-hot elements of j.
         offset = r[..., None] - self.radial_shifts  # (N, N, n_rad)
         gauss = c.radial_scale * torch.exp(-c.radial_eta * offset * offset)
-        fc_r, dfc_r = _cutoff(r, c.radial_cutoff, self.different)
+        fc_r, dfc_r = cutoff_and_slope(r, c.radial_cutoff)
         radial = torch.matmul((gauss * fc_r[..., None]).transpose(1, 2), self.one_hot)  # (N, n_rad, n_el)
         # Angular, per triple t = (i; j, k).
         unit_flat, r_flat = unit.view(n * n, 3), r.view(-1)
@@ -82,7 +67,7 @@ class MoleculeAEV:
         half = 0.5 + 0.5 * torch.cos(apart)
         half_pow = half ** (c.zeta - 1)
         angle = half_pow * half
-        fc_a, dfc_a = _cutoff(r, c.angular_cutoff, self.different)
+        fc_a, dfc_a = cutoff_and_slope(r, c.angular_cutoff)
         fc_a_flat = fc_a.view(-1)
         fc1, fc2 = fc_a_flat[self.first], fc_a_flat[self.second]
         cut = c.angular_scale * fc1 * fc2

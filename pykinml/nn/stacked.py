@@ -20,14 +20,14 @@ class StackedNetworks:
     """Atomic energies (T, N) of a chained potential (T levels) and their gradients ∂E_l/∂G (T, N, D).
 
     ``state`` holds the potential's weights under ``levels.<l>.networks.<e>.<layer>.weight|bias`` (a
-    :class:`ChainedPotential`'s state dict), ``activations`` the name of each hidden layer's activation.
+    :class:`ChainedPotential`'s state dict) for ``n_el`` elements, ``activations`` the name of each hidden
+    layer's activation.
     Atoms are grouped by element and padded to the largest group: one bmm per layer serves every element.
     """
 
-    def __init__(self, state: Mapping[str, Tensor], n_levels: int, activations: Sequence[str], species: Tensor):
+    def __init__(self, state: Mapping[str, Tensor], n_levels: int, n_el: int, activations: Sequence[str], species: Tensor):
         self.activations = list(activations)
         n_layers = len(self.activations) + 1
-        n_el = 1 + max(int(key.split(".")[3]) for key in state if key.startswith("levels.0.networks."))
         self.weights: list[list[Tensor]] = []  # [level][layer] (n_el, in, out)
         self.biases: list[list[Tensor | None]] = []
         for level in range(n_levels):
