@@ -19,6 +19,7 @@ from torch import Tensor
 from pykinml.aev.jacobian import AEVJacobian, pair_blocks
 from pykinml.aev.neighbors import Pairs, Structures, neighbor_pairs, neighbor_search, pairs_within
 from pykinml.aev.params import AEVConstants, AEVParams
+from pykinml.fast_math import decaying_exp, power
 
 TRIPLE_CHUNK = 32768  # triples per vectorised step: bounds the (triples × A × 3) intermediates
 
@@ -133,7 +134,7 @@ def _radial(
     r = distances[:, None]
     shifts = _constant(c.radial_shifts, r)
     fc, dfc = cutoff_and_slope(r, c.radial_cutoff)
-    gauss = c.radial_scale * torch.exp(-c.radial_eta * (r - shifts) ** 2)
+    gauss = c.radial_scale * decaying_exp(-c.radial_eta * (r - shifts) ** 2)
     out = r.new_zeros((n * c.n_elements, len(c.radial_shifts)))
     out.index_add_(0, center * c.n_elements + species[neighbor], gauss * fc)
     if not jacobian:
@@ -160,10 +161,10 @@ def _angular_terms(
     scaled = torch.clamp(c.beta * cos, -1.0, 1.0)
     theta = torch.acos(scaled)
     half = 0.5 + 0.5 * torch.cos(theta[:, None] - sections)  # (T, n_ang)
-    half_pow = half ** (c.zeta - 1)
+    half_pow = power(half, c.zeta - 1)
     angle = half_pow * half
     mean = 0.5 * (r1 + r2)
-    radial = torch.exp(-c.angular_eta * (mean[:, None] - shifts) ** 2)  # (T, n_rho)
+    radial = decaying_exp(-c.angular_eta * (mean[:, None] - shifts) ** 2)  # (T, n_rho)
     fc1, dfc1 = cutoff_and_slope(r1, c.angular_cutoff)
     fc2, dfc2 = cutoff_and_slope(r2, c.angular_cutoff)
     cut = c.angular_scale * fc1 * fc2

@@ -6,13 +6,14 @@ import torch
 from torch import nn
 
 from pykinml.errors import PykinmlError
+from pykinml.fast_math import EXP_FLOOR, decaying_exp
 
 
 class Gaussian(nn.Module):
     """exp(−x²): the original PyKinML's default activation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-x * x)
+        return decaying_exp(-x * x)
 
 
 CELU_ALPHA = 0.1  # ANI's choice
@@ -44,10 +45,10 @@ def value_and_slope(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     (:class:`pykinml.nn.stacked.StackedNetworks`); the same functions as the modules of :data:`ACTIVATIONS`."""
     key = _known(name)
     if key == "gaussian":
-        value = torch.exp(-x * x)
+        value = decaying_exp(-x * x)
         return value, -2.0 * x * value
     if key == "celu":
-        below = torch.exp(torch.clamp(x, max=0.0) / CELU_ALPHA)
+        below = torch.exp(torch.clamp(x / CELU_ALPHA, min=EXP_FLOOR, max=0.0))
         return torch.where(x > 0, x, CELU_ALPHA * (below - 1.0)), torch.where(x > 0, torch.ones_like(x), below)
     if key == "softplus":  # nn.Softplus: beta 1, linear above threshold 20
         linear = x > 20.0
