@@ -12,6 +12,7 @@ forces with the chain rule written out: no neighbour search, no autograd graph. 
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,7 +21,9 @@ from torch import Tensor
 from pykinml.aev.molecule import MoleculeAEV
 from pykinml.nn.networks import layer_activations
 from pykinml.nn.stacked import StackedNetworks
-from pykinml.predict import Model
+
+if TYPE_CHECKING:
+    from pykinml.predict import Model
 
 #: the largest molecule computed over all its triples: the batched path costs the same at ≈ 20 atoms (C/H clusters)
 MAX_ATOMS = 18
@@ -45,19 +48,25 @@ class MoleculePotential:
         self.sae = sae[:, species].sum(dim=1).cpu().numpy()  # (T,) Σ_i SAE_l(Z_i)
 
     def _compute(self, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Network energies (T,) without the SAEs, and forces (T, N, 3)."""
+        """Network energies (T, B) without the SAEs, and forces (T, B, N, 3), of B conformations (B, N, 3)."""
         aev, saved = self.aev.forward(positions)
         atomic, d_aev = self.networks(aev)
-        return atomic.sum(dim=1), torch.stack([-self.aev.gradient(saved, d_level) for d_level in d_aev])
+        return atomic.sum(dim=-1), torch.stack([-self.aev.gradient(saved, d_level) for d_level in d_aev])
 
     def __call__(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Energies (T,) and forces (T, N, 3) at ``positions`` (N, 3); for B conformations (B, N, 3), energies
+        (T, B) and forces (T, B, N, 3)."""
         positions = torch.as_tensor(positions, dtype=self.dtype, device=self.device)
+        single = positions.dim() == 2
         with torch.no_grad():
-            if self.compile and self._traced is None:
+            if single and self.compile and self._traced is None:
                 # TorchScript runs the same operations with less Python around each (a call takes ~30 % less
                 # time); what depends on the atoms (indices, weights) is fixed in the traced graph.
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self._traced = torch.jit.trace(self._compute, (positions,), check_trace=False)
-            residual, forces = (self._traced or self._compute)(positions)
-        return residual.double().cpu().numpy() + self.sae, forces.double().cpu().numpy()
+                    self._traced = torch.jit.trace(self._compute, (positions[None],), check_trace=False)
+            compute = self._traced if single and self._traced is not None else self._compute
+            residual, forces = compute(positions[None] if single else positions)
+        energies = residual.double().cpu().numpy() + self.sae[:, None]
+        forces = forces.double().cpu().numpy()
+        return (energies[:, 0], forces[:, 0]) if single else (energies, forces)

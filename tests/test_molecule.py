@@ -53,12 +53,12 @@ def test_molecule_aev_equals_the_batched_kernels_and_its_gradient_equals_autogra
         expected = aev_of_structures(params.constants(), species, positions, offsets, torch.zeros(1, 3, 3, dtype=F64),
                                      torch.zeros(1, 3, dtype=torch.bool))
         computer = MoleculeAEV(params.constants(), species, F64)
-        aev, saved = computer.forward(positions.detach())
-        assert aev.shape == (len(atoms), params.length)
-        torch.testing.assert_close(aev, expected.detach(), rtol=0, atol=1e-12)
-        weights = torch.tensor(rng.normal(size=aev.shape))
+        aev, saved = computer.forward(positions.detach()[None])
+        assert aev.shape == (1, len(atoms), params.length)
+        torch.testing.assert_close(aev[0], expected.detach(), rtol=0, atol=1e-12)
+        weights = torch.tensor(rng.normal(size=aev.shape[1:]))
         (reference,) = torch.autograd.grad((expected * weights).sum(), positions)
-        torch.testing.assert_close(computer.gradient(saved, weights), reference, rtol=0, atol=1e-10)
+        torch.testing.assert_close(computer.gradient(saved, weights[None])[0], reference, rtol=0, atol=1e-10)
 
 
 def test_molecule_aev_gradient_equals_finite_differences():
@@ -67,8 +67,8 @@ def test_molecule_aev_gradient_equals_finite_differences():
     species = species_of(atoms, params)
     computer = MoleculeAEV(params.constants(), species, F64)
     weights = torch.tensor(np.random.default_rng(1).normal(size=(len(atoms), params.length)))
-    _, saved = computer.forward(torch.tensor(atoms.positions))
-    gradient = computer.gradient(saved, weights).numpy()
+    _, saved = computer.forward(torch.tensor(atoms.positions)[None])
+    gradient = computer.gradient(saved, weights[None])[0].numpy()
     step = 1e-5
     numeric = np.zeros_like(gradient)
     for i in range(len(atoms)):
@@ -77,9 +77,36 @@ def test_molecule_aev_gradient_equals_finite_differences():
             for sign in (1, -1):
                 moved = atoms.positions.copy()
                 moved[i, c] += sign * step
-                values.append(float((computer.forward(torch.tensor(moved))[0] * weights).sum()))
+                values.append(float((computer.forward(torch.tensor(moved)[None])[0][0] * weights).sum()))
             numeric[i, c] = (values[0] - values[1]) / (2 * step)
     np.testing.assert_allclose(gradient, numeric, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("preset", ["original", "ani2x"])
+def test_a_batch_of_conformations_equals_each_conformation_alone(preset):
+    """B conformations in one call (what Model.predict runs for a trajectory) give each one's AEV, gradient and
+    network outputs, whatever the rest of the batch is; B = 1 is the calculator's call."""
+    params = AEVParams.original(("H", "C", "N", "O")) if preset == "original" else AEVParams.preset("ani2x")
+    rng = np.random.default_rng(3)
+    torch.manual_seed(0)
+    potential = ChainedPotential(2, params.n_elements, params.length, [8], "gaussian", True).double()
+    for atoms in geometries():
+        species = species_of(atoms, params)
+        computer = MoleculeAEV(params.constants(), species, F64)
+        stacked = StackedNetworks(potential.state_dict(), 2, params.n_elements, ["gaussian"], species)
+        conformations = torch.tensor(atoms.positions[None] + rng.normal(0, 0.1, (5, len(atoms), 3)))
+        weights = torch.tensor(rng.normal(size=(5, len(atoms), params.length)))
+        aev, saved = computer.forward(conformations)
+        gradient = computer.gradient(saved, weights)
+        energies, d_aev = stacked(aev)
+        assert energies.shape == (2, 5, len(atoms)) and d_aev.shape == (2, 5, len(atoms), params.length)
+        for b in range(5):
+            alone, alone_saved = computer.forward(conformations[b : b + 1])
+            torch.testing.assert_close(aev[b], alone[0], rtol=0, atol=1e-13)
+            torch.testing.assert_close(gradient[b], computer.gradient(alone_saved, weights[b : b + 1])[0], rtol=0, atol=1e-12)
+            alone_energies, alone_d_aev = stacked(alone)
+            torch.testing.assert_close(energies[:, b], alone_energies[:, 0], rtol=0, atol=1e-12)
+            torch.testing.assert_close(d_aev[:, b], alone_d_aev[:, 0], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
@@ -94,7 +121,8 @@ def test_stacked_networks_equal_the_chained_potential_and_autograd(activation, b
     aev = (scale * torch.randn(n_atoms, width, dtype=F64)).requires_grad_(True)
     atomic = potential.atomic(aev, species)
     stacked = StackedNetworks(potential.state_dict(), 3, n_el, [activation] * 2, species)
-    energies, gradients = stacked(aev.detach())
+    energies, gradients = stacked(aev.detach()[None])
+    energies, gradients = energies[:, 0], gradients[:, 0]
     torch.testing.assert_close(energies, atomic.detach(), rtol=0, atol=1e-12)
     # torch's CELU backward rounds 1/α through float32 (relative errors up to ~1e-7 in float64); the hand-written
     # derivative is exact, so CELU is compared at that tolerance.

@@ -63,9 +63,9 @@ class StackedNetworks:
                 slopes.append(slope)
         return x, slopes
 
-    def _input_gradient(self, level: int, slopes: list[Tensor]) -> Tensor:
-        """∂(Σ real atoms' outputs)/∂inputs (n_el, width, F) of one level, back through its layers."""
-        grad = self.mask
+    def _input_gradient(self, level: int, slopes: list[Tensor], mask: Tensor) -> Tensor:
+        """∂(Σ real atoms' outputs)/∂inputs (n_el, B·width, F) of one level, back through its layers."""
+        grad = mask
         for k in range(len(self.transposed[level]) - 1, -1, -1):
             grad = torch.bmm(grad, self.transposed[level][k])
             if k > 0:
@@ -73,27 +73,32 @@ class StackedNetworks:
         return grad
 
     def __call__(self, aev: Tensor) -> tuple[Tensor, Tensor]:
-        """Atomic network energies (T, N) (no SAEs) and ∂E_l/∂G_i (T, N, D) for the molecule's AEVs (N, D)."""
+        """Atomic network energies (T, B, N) (no SAEs) and ∂E_l/∂G_i (T, B, N, D) for B conformations' AEVs (B, N, D)."""
         n_el, width = self.mask.shape[0], self.mask.shape[1]
-        features = aev[self.index].view(n_el, width, -1)
+        b, d = aev.shape[0], aev.shape[2]
+        # (n_el, B·width, D): each element's atoms of every conformation in one matrix per element.
+        features = aev[:, self.index].view(b, n_el, width, d).transpose(0, 1).reshape(n_el, b * width, d)
+        mask = self.mask.repeat(1, b, 1)
         energies: list[Tensor] = []
         gradients: list[Tensor] = []
         for level in range(len(self.weights)):
             if level == 0:
                 out, slopes = self._network(0, features)
-                grad = self._input_gradient(0, slopes)
+                grad = self._input_gradient(0, slopes, mask)
             else:
                 # e_l = e_{l−1} + NN_l([G, e_{l−1}]): ∂e_l/∂G = (1 + ∂NN_l/∂e_{l−1})·∂e_{l−1}/∂G + ∂NN_l/∂G.
                 previous, previous_grad = energies[-1], gradients[-1]
                 correction, slopes = self._network(level, torch.cat([features, previous], dim=2))
                 out = previous + correction
-                through = self._input_gradient(level, slopes)
+                through = self._input_gradient(level, slopes, mask)
                 grad = previous_grad * (1.0 + through[..., -1:]) + through[..., :-1]
             energies.append(out)
             gradients.append(grad)
-        atomic = aev.new_zeros((len(energies), self.n_atoms))
-        d_aev = aev.new_zeros((len(energies), self.n_atoms, aev.shape[1]))
+        n_levels = len(energies)
+        atomic = aev.new_zeros((n_levels, b, self.n_atoms))
+        d_aev = aev.new_zeros((n_levels, b, self.n_atoms, d))
         for level, (out, grad) in enumerate(zip(energies, gradients)):
-            atomic[level].index_add_(0, self.index, (out * self.mask).view(-1))
-            d_aev[level].index_add_(0, self.index, (grad * self.mask).view(n_el * width, -1))
+            # back to (B, n_el·width) slots; padding slots (mask 0) add zeros to atom 0
+            atomic[level].index_add_(1, self.index, (out * mask).view(n_el, b, width).transpose(0, 1).reshape(b, -1))
+            d_aev[level].index_add_(1, self.index, (grad * mask).view(n_el, b, width, d).transpose(0, 1).reshape(b, -1, d))
         return atomic, d_aev
