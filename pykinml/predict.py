@@ -29,6 +29,11 @@ from pykinml.nn.standalone import StandalonePotential
 
 #: the name of the metadata file inside an exported (TorchScript) model
 EXPORT_METADATA = "pykinml.json"
+#: frames of one molecule in a :meth:`Model.predict` call from which they take the per-molecule path: below
+#: it, building that path (and its fixed cost per call, ≈ 1 ms) costs more than the batched kernels
+MOLECULE_GROUP = 8
+#: per-molecule paths a :class:`Model` keeps, for the sets of atoms seen last
+MOLECULES_KEPT = 8
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Model:
         self.elements: list[str] = list(meta["elements"])
         self._lookup = np.full(119, -1, dtype=np.int64)
         self._lookup[list(self.params.atomic_numbers)] = np.arange(self.params.n_elements)
+        self._molecules: dict = {}  # atomic numbers (bytes) → MoleculePotential, see _molecule
 
     def compiled(self) -> Model:
         """The same model with its module compiled by TorchScript (what ``pykinml-export`` saves): fewer Python
@@ -86,7 +92,7 @@ class Model:
 
     def _unknown(self, numbers: np.ndarray) -> np.ndarray:
         """Which of the atomic numbers the model has no network for."""
-        return (numbers >= len(self._lookup)) | (self._lookup[np.clip(numbers, 0, 118)] < 0)
+        return (np.take(self._lookup, numbers, mode="clip") < 0) | (numbers >= len(self._lookup))
 
     def species(self, numbers: np.ndarray) -> np.ndarray:
         """Element indices (the model's element order) of atomic numbers the model knows (:meth:`check_elements`)."""
@@ -106,7 +112,12 @@ class Model:
     def predict(
         self, frames: Sequence[Atoms], forces: bool = True, stress: bool | None = None, where: str = "frame"
     ) -> Predictions:
-        """Energies (and forces, and stress when ``stress`` or, by default, when a frame is periodic) of ``frames``."""
+        """Energies (and forces, and stress when ``stress`` or, by default, when a frame is periodic) of ``frames``.
+
+        Open-boundary molecules of up to :data:`~pykinml.molecule.MAX_ATOMS` atoms that share their atoms (the
+        frames of a trajectory) with at least :data:`MOLECULE_GROUP` others in ``frames`` take the per-molecule
+        path, all their conformations at once; every other frame takes the neighbour-list kernels.
+        """
         frames = list(frames)
         numbers = np.concatenate([a.numbers for a in frames]).astype(np.int64) if frames else np.zeros(0, np.int64)
         if self._unknown(numbers).any():  # one vectorised check; the frame at fault is found only on failure
@@ -115,12 +126,58 @@ class Model:
         periodic = np.array([bool(np.any(a.pbc)) for a in frames], dtype=bool)
         if stress is None:
             stress = bool(periodic.any())
-        if not frames:
-            return Predictions(self.names, np.zeros((len(self.names), 0)), [] if forces else None, None)
+        n_targets = len(self.names)
+        energies = np.zeros((n_targets, len(frames)))
+        frame_forces: list = [None] * len(frames)
+        stresses = np.full((n_targets, len(frames), 3, 3), np.nan) if stress else None
+        grouped = np.zeros(len(frames), dtype=bool)
+        for group in self._molecule_groups(frames, periodic):
+            group_energies, group_forces = self._molecule(frames[group[0]].numbers)(np.stack([frames[k].positions for k in group]))
+            energies[:, group] = group_energies
+            for slot, k in enumerate(group):
+                frame_forces[k] = group_forces[:, slot]
+            grouped[group] = True
+        rest = np.flatnonzero(~grouped).tolist()
+        if rest:
+            batch = self._predict_batch([frames[k] for k in rest], forces, stress)
+            energies[:, rest] = batch.energies
+            for slot, k in enumerate(rest):
+                if batch.forces is not None:
+                    frame_forces[k] = batch.forces[slot]
+            if stresses is not None and batch.stress is not None:
+                stresses[:, rest] = batch.stress
+        if stresses is not None:
+            stresses[:, ~periodic] = np.nan
+        return Predictions(self.names, energies, frame_forces if forces else None, stresses)
+
+    def _molecule_groups(self, frames: list[Atoms], periodic: np.ndarray) -> list[list[int]]:
+        """Indices of the frames that take the per-molecule path, one list per set of atoms."""
+        from pykinml.molecule import MAX_ATOMS
+
+        groups: dict[bytes, list[int]] = {}
+        for k, atoms in enumerate(frames):
+            if not periodic[k] and len(atoms) <= MAX_ATOMS:
+                groups.setdefault(atoms.numbers.tobytes(), []).append(k)
+        return [group for group in groups.values() if len(group) >= MOLECULE_GROUP]
+
+    def _molecule(self, numbers: np.ndarray):
+        """The :class:`~pykinml.molecule.MoleculePotential` of these atoms (the last few are kept)."""
+        from pykinml.molecule import MoleculePotential
+
+        key = np.asarray(numbers).tobytes()
+        potential = self._molecules.pop(key, None) or MoleculePotential(self, numbers)
+        self._molecules[key] = potential  # most recent last
+        while len(self._molecules) > MOLECULES_KEPT:
+            self._molecules.pop(next(iter(self._molecules)))
+        return potential
+
+    def _predict_batch(self, frames: list[Atoms], forces: bool, stress: bool) -> Predictions:
+        """Predictions of ``frames`` by the neighbour-list kernels of the model's module."""
+        periodic = np.array([bool(np.any(a.pbc)) for a in frames], dtype=bool)
         counts = [len(a) for a in frames]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         device = self.device
-        numbers = torch.as_tensor(numbers, device=device)
+        numbers = torch.as_tensor(np.concatenate([a.numbers for a in frames]).astype(np.int64), device=device)
         positions = torch.as_tensor(np.concatenate([a.positions for a in frames]), dtype=self.dtype, device=device)
         cells = torch.as_tensor(np.array([a.cell.array for a in frames]), dtype=self.dtype, device=device)
         pbc = torch.as_tensor(np.array([a.pbc for a in frames], dtype=bool), device=device)

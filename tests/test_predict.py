@@ -201,6 +201,30 @@ def test_per_molecule_path_equals_predict_for_every_fidelity(runs, frames, dtype
             np.testing.assert_allclose(atoms.get_forces(), reference.forces[k][0], rtol=0, atol=force_tol)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_predict_runs_a_trajectory_on_the_per_molecule_path_and_agrees_with_the_neighbour_list_kernels(runs, frames, dtype):
+    """Model.predict on many conformations of one molecule (a trajectory; what pykinml-predict reads) takes the
+    per-molecule path for all of them at once; each frame predicted alone takes the neighbour-list kernels.
+    Mixed in: a molecule with too few frames for that path, one too big for it and a periodic cell, in order."""
+    picks = [frames[k] for k in range(0, 30)] + [frames[k] for k in range(100, 104)] + [frames[k] for k in range(470, 500, 2)]
+    big = frames[590].copy()
+    for shift in (4.0, 8.0):
+        big += Atoms(frames[590].numbers, positions=frames[590].positions + [shift, 0.0, 0.0])
+    batch = picks[:20] + [big, periodic_cell(frames)] + picks[20:]
+    energy_tol, force_tol = (1e-9, 1e-7) if dtype == "float64" else (2e-4, 2e-4)
+    for fidelity in ("single", "multi", "delta"):
+        model = load_model(runs[fidelity], dtype=dtype)
+        together = model.predict(batch)
+        # 30 CH4 and 15 CH3OH frames take the per-molecule path (private, read here only to check the dispatch)
+        assert sorted(len(np.frombuffer(key, dtype=np.int64)) for key in model._molecules) == [5, 6]
+        for k, atoms in enumerate(batch):
+            alone = model.predict([atoms])
+            np.testing.assert_allclose(together.energies[:, k], alone.energies[:, 0], rtol=0, atol=energy_tol)
+            np.testing.assert_allclose(together.forces[k], alone.forces[0], rtol=0, atol=force_tol)
+        assert np.isnan(together.stress[:, :21]).all() and np.isnan(together.stress[:, 22:]).all()
+        np.testing.assert_allclose(together.stress[:, 21], model.predict([batch[21]]).stress[:, 0], rtol=0, atol=force_tol)
+
+
 # --- pykinml-predict ----------------------------------------------------------------------------------------
 
 def test_predict_writes_extxyz_results_and_reports_errors_against_reference_labels(runs, frames, tmp_path, capsys):
