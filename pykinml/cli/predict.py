@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+from pykinml.allocator import keep_freed_memory
 from pykinml.cli.errors import report_errors
 from pykinml.errors import PykinmlError
 
@@ -113,50 +114,6 @@ def _batches(frames: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
         yield batch
 
 
-def _read_ahead(batches: Iterator[list[tuple]], depth: int = 2) -> Iterator[list[tuple]]:
-    """The same batches, read by a background thread while the model works on the previous one.
-
-    Parsing is Python (it holds the GIL) but the model's torch kernels release it, so reading the next batch
-    overlaps the current one's prediction. At most ``depth`` batches wait in memory; a reading error is
-    raised here, in order, after the batches before it.
-    """
-    import queue
-    import threading
-
-    pending: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        pending.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            pending.put(done)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            pending.put(exc)
-
-    reader = threading.Thread(target=produce, name="pykinml-predict-reader", daemon=True)
-    reader.start()
-    try:
-        while True:
-            item = pending.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        reader.join(timeout=5)
-
-
 def _predictions(model, batch: list[tuple], main: int, forces: bool):
     """FramePredictions of one batch: the main target, per-level extras and the reference labels."""
     import numpy as np
@@ -228,7 +185,7 @@ def predict_files(args: argparse.Namespace) -> int:
         nonlocal count
         writer = PredictionWriter(handle, fmt)
         with tqdm(unit=" frames", disable=not progress, file=sys.stderr, dynamic_ncols=True) as bar:
-            for batch in _read_ahead(_batches(_frames(files, model, readers), args.batch_size)):
+            for batch in _batches(_frames(files, model, readers), args.batch_size):
                 for prediction in _predictions(model, batch, main, not args.no_forces):
                     writer.write(prediction)
                     errors.add(prediction)
@@ -247,6 +204,7 @@ def predict_files(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    keep_freed_memory()
     return report_errors("pykinml-predict", lambda: predict_files(args))
 
 
