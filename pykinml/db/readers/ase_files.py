@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import ase.io
 from ase import Atoms
 from ase.data import chemical_symbols
-from ase.io.formats import filetype
+from ase.io.formats import filetype, open_with_compression
 
 from ...errors import PykinmlError
 from ..frames import Frame
 from .labels import LabelExtractor
+from .xyz_stream import XYZFrameError, iread_xyz
 
 XYZ_FORMATS = ("xyz", "extxyz")
 _SYMBOLS = set(chemical_symbols[1:])
@@ -74,11 +75,18 @@ def frame_from_atoms(atoms, info: dict, arrays: dict, results: dict, index: int,
 
 
 def iread_atoms(path: str, fmt: str | None = None) -> Iterator[tuple[Atoms, str]]:
-    """Yield the frames of ``path`` (``ase.io.iread``) with their location: ``file:line`` for xyz text, else
-    ``file: frame k``; an unreadable frame is a one-line error that names the file and the line or frame."""
+    """Yield the frames of ``path`` with their location: ``file:line`` for xyz text (read by
+    :func:`~pykinml.db.readers.xyz_stream.iread_xyz`), else ``file: frame k`` (``ase.io.iread``); an unreadable
+    frame is a one-line error that names the file and the line or frame."""
     fmt = fmt or filetype(path, read=True)
-    text_xyz = fmt in XYZ_FORMATS
-    line = 1
+    if fmt in XYZ_FORMATS:
+        with open_with_compression(path, "r") as handle:
+            try:
+                for atoms, line in iread_xyz(handle):
+                    yield atoms, f"{path}:{line}"
+            except XYZFrameError as exc:
+                raise PykinmlError(_diagnose_xyz(path, exc.line, exc)) from None
+        return
     index = 0
     frames = ase.io.iread(path, index=":", format=fmt)
     while True:
@@ -87,13 +95,9 @@ def iread_atoms(path: str, fmt: str | None = None) -> Iterator[tuple[Atoms, str]
         except StopIteration:
             return
         except Exception as exc:  # ase.io raises many types; each becomes one line naming the place
-            if text_xyz:
-                raise PykinmlError(_diagnose_xyz(path, line, exc)) from None
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise PykinmlError(f"{path}: frame {index}: {reason}") from None
-        yield atoms, (f"{path}:{line}" if text_xyz else f"{path}: frame {index}")
-        if text_xyz:
-            line += len(atoms) + 2
+        yield atoms, f"{path}: frame {index}"
         index += 1
 
 
