@@ -34,14 +34,19 @@ def frame_text(atoms: Atoms, info: dict, arrays: dict[str, np.ndarray], values: 
     stress, written exactly), then pbc."""
     natoms = len(atoms)
     columns = {"species": _SYMBOLS[atoms.numbers], "pos": atoms.positions, **arrays}
-    properties, formats, parts = [], [], []
+    properties, formats, blocks = [], [], []
     for name, array in columns.items():
         kind, fmt = _COLUMN_FORMATS[array.dtype.kind]
-        width = 1 if array.ndim == 1 else int(np.prod(array.shape[1:]))
+        width = array.size // natoms if natoms else 1
         properties.append(f"{PROPERTY_NAME_MAP.get(name, name)}:{kind}:{width}")
         formats.extend([fmt] * width)
-        parts.append(array.reshape(natoms, width).tolist())
-    flat = [value for row in zip(*parts) for part in row for value in part]
+        blocks.append(array.reshape(natoms, width))
+    table = np.empty((natoms, len(formats)), dtype=object)  # the cells row by row, as Python objects
+    start = 0
+    for block in blocks:
+        table[:, start : start + block.shape[1]] = block
+        start += block.shape[1]
+    flat = table.ravel().tolist()
     header = []
     if atoms.cell.any():
         header.append(f'Lattice="{_numbers(atoms.cell.array.reshape(9))}"')
