@@ -1,12 +1,14 @@
-"""Energies and forces of one small molecule at a time, in a few hundred microseconds: the ASE calculator's path.
+"""Energies and forces of one small molecule of fixed atoms, at one or many conformations: the ASE
+calculator's path, and :meth:`pykinml.predict.Model.predict`'s for the frames of a trajectory.
 
 A calculator is called again and again on the same atoms at new positions (optimisation, MD), one
 structure per call, so the cost is per-call overhead, not arithmetic. :class:`MoleculePotential` builds
 what depends on the atoms once, the AEV's pairs and triples (:class:`~pykinml.aev.molecule.MoleculeAEV`) and
 the element networks stacked (:class:`~pykinml.nn.stacked.StackedNetworks`), and then computes energies and
-forces with the chain rule written out: no neighbour search, no autograd graph. The numbers are those of
-:meth:`pykinml.predict.Model.predict` (tests compare them); periodic cells and molecules of more than
-:data:`MAX_ATOMS` atoms, where every-triple work outgrows a neighbour list, take that path.
+forces with the chain rule written out: no neighbour search, no autograd graph. Many conformations go
+through in one call (B of them as a leading dimension). The numbers are those of the neighbour-list kernels
+(tests compare them); periodic cells and molecules of more than :data:`MAX_ATOMS` atoms, where every-triple
+work outgrows a neighbour list, take those kernels.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ MAX_ATOMS = 18
 
 class MoleculePotential:
     """Energies (T,) in eV (SAEs included) and forces (T, N, 3) in eV/Å of ``model``'s targets for one molecule
-    of the atomic numbers ``numbers``, at any positions: ``energies, forces = potential(positions)``."""
+    of the atomic numbers ``numbers``, at any positions: ``energies, forces = potential(positions)``; positions
+    (B, N, 3) give energies (T, B) and forces (T, B, N, 3)."""
 
     def __init__(self, model: Model, numbers: np.ndarray, compile: bool = False):
         self.compile, self._traced = compile, None

@@ -114,9 +114,9 @@ class Model:
     ) -> Predictions:
         """Energies (and forces, and stress when ``stress`` or, by default, when a frame is periodic) of ``frames``.
 
-        Open-boundary molecules of up to :data:`~pykinml.molecule.MAX_ATOMS` atoms that share their atoms (the
-        frames of a trajectory) with at least :data:`MOLECULE_GROUP` others in ``frames`` take the per-molecule
-        path, all their conformations at once; every other frame takes the neighbour-list kernels.
+        Open-boundary molecules of up to :data:`~pykinml.molecule.MAX_ATOMS` atoms with the same atoms in at
+        least :data:`MOLECULE_GROUP` of ``frames`` (the frames of a trajectory) take the per-molecule path, all
+        their conformations at once; every other frame takes the neighbour-list kernels.
         """
         frames = list(frames)
         numbers = np.concatenate([a.numbers for a in frames]).astype(np.int64) if frames else np.zeros(0, np.int64)

@@ -1,4 +1,4 @@
-"""Frames of xyz / extended xyz text, streamed in one pass: the same ``ase.Atoms`` as ``ase.io.read``, 5× sooner.
+"""Frames of xyz / extended xyz text, streamed in one pass: the same ``ase.Atoms`` as ``ase.io.read``, in half the time.
 
 ``ase.io.read`` scans a whole file for frame offsets before the first frame, parses every comment line
 with a character-by-character tokeniser and converts every value of every atom line in Python; on small
