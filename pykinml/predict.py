@@ -145,9 +145,7 @@ class Model:
                 if batch.forces is not None:
                     frame_forces[k] = batch.forces[slot]
             if stresses is not None and batch.stress is not None:
-                stresses[:, rest] = batch.stress
-        if stresses is not None:
-            stresses[:, ~periodic] = np.nan
+                stresses[:, rest] = batch.stress  # NaN for open-boundary frames, as the groups' stay
         return Predictions(self.names, energies, frame_forces if forces else None, stresses)
 
     def _molecule_groups(self, frames: list[Atoms], periodic: np.ndarray) -> list[list[int]]:

@@ -10,6 +10,7 @@ from ...errors import PykinmlError
 from ..frames import Frame
 from .ase_files import frame_from_atoms
 from .labels import LabelExtractor
+from .xyz_stream import first_line
 
 
 def read_ase_db(path: str, labels: LabelExtractor, name: str | None, default_name: str) -> Iterator[Frame]:
@@ -27,5 +28,4 @@ def read_ase_db(path: str, labels: LabelExtractor, name: str | None, default_nam
     except PykinmlError:
         raise
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PykinmlError(f"{path}: not a readable ASE database: {reason}") from None
+        raise PykinmlError(f"{path}: not a readable ASE database: {first_line(exc)}") from None

@@ -12,7 +12,7 @@ from ase.io.formats import filetype, open_with_compression
 from ...errors import PykinmlError
 from ..frames import Frame
 from .labels import LabelExtractor
-from .xyz_stream import XYZFrameError, iread_xyz
+from .xyz_stream import XYZFrameError, first_line, iread_xyz
 
 XYZ_FORMATS = ("xyz", "extxyz")
 _SYMBOLS = set(chemical_symbols[1:])
@@ -52,8 +52,7 @@ def _diagnose_xyz(path: str, start_line: int, exc: Exception) -> str:
         problem, at = _xyz_problem(lines, at, path)
         if problem:
             return problem
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"{path}:{start_line}: {reason}"
+    return f"{path}:{start_line}: {first_line(exc)}"
 
 
 def frame_from_atoms(atoms, info: dict, arrays: dict, results: dict, index: int, where: str,
@@ -95,8 +94,7 @@ def iread_atoms(path: str, fmt: str | None = None) -> Iterator[tuple[Atoms, str]
         except StopIteration:
             return
         except Exception as exc:  # ase.io raises many types; each becomes one line naming the place
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise PykinmlError(f"{path}: frame {index}: {reason}") from None
+            raise PykinmlError(f"{path}: frame {index}: {first_line(exc)}") from None
         yield atoms, f"{path}: frame {index}"
         index += 1
 

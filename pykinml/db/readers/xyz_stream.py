@@ -84,7 +84,7 @@ def _frame(count_line: str, lines: list[str], headers: _HeaderCache) -> Atoms:
     rows = [line.split() for line in lines[1:]]
     width = sum(column[2] for column in columns) if columns else 0
     if columns is None or natoms == 0 or any(len(row) != width for row in rows):
-        return ase.io.read(io.StringIO(count_line + "".join(lines)), format="extxyz")
+        return _ase_frame(count_line + "".join(lines))
     pbc = info.pop("pbc") if "pbc" in info else ([True, True, True] if "Lattice" in info else None)
     cell = info.pop("Lattice").T if "Lattice" in info else None
     info.pop("Properties", None)
@@ -123,20 +123,23 @@ def iread_xyz(handle: IO[str]) -> Iterator[tuple[Atoms, int]]:
             raise XYZFrameError(start, f"the frame declares {natoms} atoms but the file ends before them")
         line_number += natoms + 2
         pending = handle.readline()
-        if pending.lstrip().startswith("VEC"):  # cell vectors as pseudo-atoms (ADF): ASE reads the frame
-            vectors = []
-            while pending.lstrip().startswith("VEC"):
-                vectors.append(pending)
-                pending = handle.readline()
-            line_number += len(vectors)
-            text = f"{natoms}\n" + "".join(lines + vectors)
-            try:
-                yield ase.io.read(io.StringIO(text), format="extxyz"), start
-            except Exception as exc:  # noqa: BLE001 - any failure of this frame is reported at its line
-                raise XYZFrameError(start, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-            continue
+        vectors = []
+        while pending.lstrip().startswith("VEC"):  # cell vectors as pseudo-atoms (ADF): ASE reads the frame
+            vectors.append(pending)
+            pending = handle.readline()
+        line_number += len(vectors)
         try:
-            atoms = _frame(f"{natoms}\n", lines, headers)
+            atoms = _ase_frame(f"{natoms}\n" + "".join(lines + vectors)) if vectors else _frame(f"{natoms}\n", lines, headers)
         except Exception as exc:  # noqa: BLE001 - any failure of this frame is reported at its line
-            raise XYZFrameError(start, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+            raise XYZFrameError(start, first_line(exc)) from None
         yield atoms, start
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _ase_frame(text: str) -> Atoms:
+    """One frame's text read by ``ase.io.read``: the frames this module does not convert itself."""
+    return ase.io.read(io.StringIO(text), format="extxyz")
