@@ -180,6 +180,25 @@ def test_killed_precompute_resumes_to_an_identical_cache(tmp_path):
     assert all(resumed[name] == clean[name] for name in clean)
 
 
+def test_a_chunk_cut_short_by_a_crash_is_refused_and_built_again(tmp_path):
+    # Chunk files are not fsynced: after a machine crash a renamed chunk can hold a file shorter than its header
+    # says. Reading it names the file; the next precompute builds that chunk again, byte for byte.
+    url = make_database(str(tmp_path / "a.db"), random_clusters(30, 12, seed=7), tmp_path)
+    build = dict(cache_dir=tmp_path / "c", chunk_atoms=60, progress=False)
+    cache = precompute_database(url, HCNO, **build)
+    whole = files_of(cache.path)
+    victim = cache.path / "chunk-000002" / "angular.npy"
+    with open(victim, "r+b") as handle:
+        handle.truncate(victim.stat().st_size // 2)
+    with pytest.raises(PykinmlError, match=r"chunk-000002/angular\.npy is missing or cut short"):
+        AEVCache(cache.path).batch([12])  # structure 12 lives in chunk 2 (5 structures of 12 atoms per chunk)
+    untouched = cache.path / "chunk-000000" / "aev.npy"
+    stamp = untouched.stat().st_mtime_ns
+    rebuilt = precompute_database(url, HCNO, **build)
+    assert files_of(rebuilt.path) == whole
+    assert untouched.stat().st_mtime_ns == stamp  # only the cut chunk was computed again
+
+
 def test_worker_processes_write_the_same_cache(tmp_path):
     url = make_database(str(tmp_path / "a.db"), random_clusters(40, 12, seed=6), tmp_path)
     caches = [precompute_database(url, HCNO, cache_dir=tmp_path / f"w{n}", chunk_atoms=60, workers=n, progress=False)

@@ -9,7 +9,10 @@ per chunk of consecutive structures (``chunk-000000/``) with ragged arrays:
   ``angular.npy`` (P_a, n_el, 3, A), and ``radial_offsets.npy``/``angular_offsets.npy`` (structures + 1).
 
 Every chunk is written under a temporary name and renamed when whole, and ``complete.json`` is written last,
-so a reader never sees a partial chunk and an interrupted build resumes where it stopped.
+so a reader never sees a partial chunk and an interrupted build resumes where it stopped. Files are not
+fsynced (the cache is derived data and the flush cost as much as the compute); instead every chunk file's
+size is checked against its .npy header before it is trusted, so a chunk that a machine crash left short is
+found and built again.
 """
 
 from __future__ import annotations
@@ -73,6 +76,34 @@ def cache_key(params: AEVParams, dtype: str, jacobian: bool, geometry: str) -> s
 
 def chunk_name(index: int) -> str:
     return f"chunk-{index:06d}"
+
+
+def chunk_arrays(jacobian: bool) -> tuple[str, ...]:
+    """The array files of every chunk of a cache built with or without Jacobians."""
+    return CHUNK_ARRAYS + (JACOBIAN_ARRAYS if jacobian else ())
+
+
+def _npy_is_whole(path: Path) -> bool:
+    """Whether ``path`` is a .npy file as long as its header says (a crash can leave a renamed file short)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(handle)
+            data_start = handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+    except (OSError, ValueError):
+        return False
+    return size == data_start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+def cut_chunk_file(directory: Path, jacobian: bool) -> Path | None:
+    """The first missing or cut-short array file of chunk ``directory``, or None when the chunk is whole."""
+    for name in chunk_arrays(jacobian):
+        path = directory / f"{name}.npy"
+        if not _npy_is_whole(path):
+            return path
+    return None
 
 
 def write_json(path: Path, values: dict) -> None:
@@ -182,7 +213,10 @@ class AEVCache:
     def _chunk(self, c: int) -> dict[str, np.ndarray]:
         if c not in self._chunks:
             directory = self.path / chunk_name(c)
-            names = CHUNK_ARRAYS + (JACOBIAN_ARRAYS if self.has_jacobian else ())
+            cut = cut_chunk_file(directory, self.has_jacobian)
+            if cut is not None:
+                raise PykinmlError(f"{cut} is missing or cut short; run the precompute again to rebuild that chunk")
+            names = chunk_arrays(self.has_jacobian)
             # Plain ndarray views of the memory maps: indexing an np.memmap goes through its slow Python
             # __getitem__; the view reads the same mapped pages.
             self._chunks[c] = {name: np.asarray(np.load(directory / f"{name}.npy", mmap_mode="r")) for name in names}

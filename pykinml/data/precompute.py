@@ -21,12 +21,14 @@ from tqdm import tqdm
 from pykinml.aev.compute import compute
 from pykinml.aev.computer import pack, torch_dtype
 from pykinml.aev.params import AEVParams
+from pykinml.allocator import keep_freed_memory
 from pykinml.data.cache import (
     FORMAT_VERSION,
     AEVCache,
     cache_key,
     cache_root,
     chunk_name,
+    cut_chunk_file,
     geometry_digest,
     read_json,
     write_json,
@@ -79,6 +81,22 @@ def _stale_temporaries(directory: Path) -> None:
             alive = True
         if not alive:
             shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _remove_cut_chunks(directory: Path, n_chunks: int, jacobian: bool) -> list[int]:
+    """Delete chunk directories with a missing or short file (a machine crash before the page cache reached
+    the disk) and ``complete.json`` with them; returns the chunks that still need computing."""
+    todo = []
+    for c in range(n_chunks):
+        path = directory / chunk_name(c)
+        if path.is_dir() and cut_chunk_file(path, jacobian) is None:
+            continue
+        if path.is_dir():
+            print(f"pykinml: {cut_chunk_file(path, jacobian)} is cut short; building chunk {c} again", file=sys.stderr)
+            shutil.rmtree(path)
+            (directory / "complete.json").unlink(missing_ok=True)
+        todo.append(c)
+    return todo
 
 
 def _create_directory(directory: Path, manifest: dict, selection: Selection, params: AEVParams) -> None:
@@ -162,15 +180,13 @@ def _save_parts(handle, parts: list[np.ndarray]) -> None:
 
 
 def _write_chunk(directory: Path, index: int, arrays: dict[str, list[np.ndarray]]) -> None:
-    """Write one chunk's arrays under a temporary name, flushed to disk, then rename it into place."""
+    """Write one chunk's arrays under a temporary name, then rename it into place (no fsync: see cache.py)."""
     temporary = directory / f".{chunk_name(index)}.{os.getpid()}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     for name in sorted(arrays):
         with open(temporary / f"{name}.npy", "wb") as handle:
             _save_parts(handle, arrays[name])
-            handle.flush()
-            os.fsync(handle.fileno())
     try:
         os.rename(temporary, directory / chunk_name(index))
     except OSError:  # written meanwhile by another builder: identical content
@@ -223,6 +239,7 @@ def precompute(
     """
     if len(selection) == 0:
         raise PykinmlError("the selection has no structures: nothing to precompute")
+    keep_freed_memory()  # the kernels allocate the same multi-MiB blocks per batch: reuse their pages
     compute_dtype = torch_dtype(dtype)
     dtype_name = "float64" if compute_dtype == torch.float64 else "float32"
     check_elements(params, selection)
@@ -231,7 +248,9 @@ def precompute(
     )
     key = cache_key(params, dtype_name, jacobian, geometry)
     directory = cache_root(cache_dir) / "aev" / key
-    if (directory / "complete.json").is_file():
+    if (directory / "complete.json").is_file() and not _remove_cut_chunks(
+        directory, len(read_json(directory / "manifest.json")["chunks"]), jacobian
+    ):
         cache = AEVCache(directory)
         if cache.params != params or cache.manifest.get("dtype") != dtype_name or cache.has_jacobian != jacobian:
             raise PykinmlError(
@@ -255,7 +274,7 @@ def precompute(
         _create_directory(directory, manifest, selection, params)
     chunks = read_json(directory / "manifest.json")["chunks"]  # an interrupted build's plan wins
     _stale_temporaries(directory)
-    todo = [c for c in range(len(chunks)) if not (directory / chunk_name(c)).is_dir()]
+    todo = _remove_cut_chunks(directory, len(chunks), jacobian)
     done_structures = len(selection) - sum(chunks[c][1] - chunks[c][0] for c in todo)
     bar = tqdm(
         total=len(selection),
