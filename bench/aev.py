@@ -169,7 +169,7 @@ def scaling(sizes: list[int], params: AEVParams, atoms_per_size: int, periodic: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=500, help="C5H5 structures")
+    parser.add_argument("--n", type=int, default=1000, help="C5H5 structures")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs, both sides")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     parser.add_argument("--scaling", type=int, nargs="*", default=[10, 30, 100, 300, 1000])
