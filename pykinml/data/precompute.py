@@ -89,13 +89,13 @@ def _remove_cut_chunks(directory: Path, n_chunks: int, jacobian: bool) -> list[i
     todo = []
     for c in range(n_chunks):
         path = directory / chunk_name(c)
-        if path.is_dir() and cut_chunk_file(path, jacobian) is None:
-            continue
-        if path.is_dir():
-            print(f"pykinml: {cut_chunk_file(path, jacobian)} is cut short; building chunk {c} again", file=sys.stderr)
+        if not path.is_dir():
+            todo.append(c)
+        elif (cut := cut_chunk_file(path, jacobian)) is not None:
+            print(f"pykinml: {cut} is cut short; building chunk {c} again", file=sys.stderr)
             shutil.rmtree(path)
             (directory / "complete.json").unlink(missing_ok=True)
-        todo.append(c)
+            todo.append(c)
     return todo
 
 
