@@ -133,15 +133,63 @@ def test_a_cell_and_its_2x2x2_replica_agree(trained):
     np.testing.assert_allclose(replica_forces.sum(axis=0), 0.0, atol=1e-9)
 
 
-def test_stress_training_needs_autograd_forces_and_stress_labels(copper, tmp_path, capsys):
-    base = [f"data.db={copper / 'cu.db'}", f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=1"]
-    code = train_main([*[o for o in SOLID if not o.startswith("model.force_mode")], *base, f"run_dir={tmp_path / 'a'}"])
-    captured = capsys.readouterr()
-    user_error(SimpleNamespace(code=code, err=captured.err), "model.stress=true needs model.force_mode=autograd",
-               program="pykinml-train")
-    assert not (tmp_path / "a").exists()
+def _task_and_batches(copper, run, cache_dir):
+    """The trained task in float64, and one batch of every copper cell from the AEV cache (Jacobian rows) and
+    from the packed geometries (autograd through the AEV), both through the data module training uses."""
+    from pykinml.aev.params import AEVParams
+    from pykinml.checkpoints import load_checkpoint
+    from pykinml.data.module import PotentialDataModule
+    from pykinml.data.training import load_training_data
+    from pykinml.db import open_engine
+    from pykinml.tasks.fidelity import task_class
+
+    checkpoint = load_checkpoint(str(run / "checkpoints" / "best.ckpt"), "ckpt")
+    info = checkpoint["pykinml"]
+    task = task_class(info["fidelity"])(info["config"], info["aev"], info["levels"])
+    task.load_state_dict(checkpoint["state_dict"], strict=False)
+    task = task.double()
+    data = load_training_data(open_engine(copper / "cu.db"), ["emt"], task.specs, "single", None, "default",
+                              [0.8, 0.1, 0.1], 0, True, True)
+    batches = {}
+    for mode in ("jacobian", "autograd"):
+        module = PotentialDataModule(data, AEVParams.from_dict(info["aev"]), forces=True, force_mode=mode, dtype="float64",
+                                     cache_dir=str(cache_dir), progress=False, stress=True)
+        module.prepare_data()
+        module.setup("fit")
+        batches[mode] = module.collate(np.arange(len(data.selection)))
+    return task, batches
+
+
+def test_cached_jacobian_forces_and_stress_equal_autograd_through_the_aev(trained, copper, tmp_path):
+    """The virial from the cached pair rows (Σ_p r_p ⊗ ∂E/∂r_p, periodic images included: these 8-atom cells are
+    3.6 Å wide, so an atom's own images are its neighbours) against autograd through the AEV under a strain."""
+    task, batches = _task_and_batches(copper, trained, tmp_path / "cache")
+    assert batches["jacobian"].structures is None and batches["autograd"].aev is None
+    energy, forces, stress = task._forward(batches["jacobian"], True, True, False)
+    reference_energy, reference_forces, reference_stress = task._forward(batches["autograd"], True, True, False)
+    assert stress.shape == (1, 60, 3, 3) and np.abs(reference_stress.detach().numpy()).max() * EV_A3_GPA > 0.1
+    torch.testing.assert_close(energy, reference_energy, rtol=0, atol=1e-10)
+    torch.testing.assert_close(forces, reference_forces, rtol=0, atol=1e-10)
+    torch.testing.assert_close(stress, reference_stress, rtol=0, atol=1e-12)
+
+
+def test_stress_trains_from_the_cached_jacobian(copper, tmp_path):
+    """model.force_mode=jacobian with stress: the cache gets its Jacobian rows and the stress error falls."""
+    options = [o for o in SOLID if not o.startswith("model.force_mode")] + ["model.force_mode=jacobian"]
+    code = train_main([*options, f"data.db={copper / 'cu.db'}", f"run_dir={tmp_path / 'run'}",
+                       f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=12"])
+    assert code == 0
+    rows = [line.split(",") for line in (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()]
+    column = rows[0].index("val/emt/stress_rmse_gpa")
+    values = [float(row[column]) for row in rows[1:] if len(row) > column and row[column]]
+    assert len(values) >= 10 and values[-1] < 0.7 * values[0], values
+    manifest = json.loads(next((tmp_path / "cache" / "aev").glob("*/manifest.json")).read_text())
+    assert manifest["jacobian"] is True
+
+
+def test_stress_training_needs_stress_labels(tmp_path, capsys):
     # the demo database holds molecules: no stress labels to train on
-    code = train_main(["model.stress=true", "model.force_mode=autograd", "model.neurons=[16]", "trainer.progress_bar=false",
+    code = train_main(["model.stress=true", "model.neurons=[16]", "trainer.progress_bar=false",
                        f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'b'}"])
     user_error(SimpleNamespace(code=code, err=capsys.readouterr().err), "no training structure has a stress label",
                program="pykinml-train")
@@ -171,5 +219,5 @@ def test_the_mlearn_preset_sets_keys_of_the_primary_config():
 
     config = compose_config(["experiment=mlearn_mo"])
     assert config.loss.energy == "per_atom" and config.loss.weight_lr == 0.05
-    assert config.model.stress and config.model.force_mode == "autograd" and config.data.split == "mlearn"
+    assert config.model.stress and config.model.force_mode == "jacobian" and config.data.split == "mlearn"
     assert compose_config(["experiment=mlearn_mo", "loss.weight_lr=0.01"]).loss.weight_lr == 0.01

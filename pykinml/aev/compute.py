@@ -24,7 +24,7 @@ from pykinml.fast_math import decaying_exp, power
 TRIPLE_CHUNK = 32768  # triples per vectorised step: bounds the (triples × A × 3) intermediates
 
 #: the Jacobian rows :func:`aev_from_pairs` returns, in the order of :class:`AEVJacobian`'s fields
-JacobianRows = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+JacobianRows = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 def _constant(values: list[float], like: Tensor) -> Tensor:
@@ -124,7 +124,8 @@ def aev_from_pairs(
     if radial_rows is None:
         return aev, None
     radial_dr, radial_unit = radial_rows
-    return aev, (r_center, r_neighbor, radial_dr, radial_unit, a_center, a_neighbor, angular_rows.view(-1, n_el, 3, width))
+    return aev, (r_center, r_neighbor, radial_dr, radial_unit, r_distances, a_center, a_neighbor,
+                 angular_rows.view(-1, n_el, 3, width), a_vectors)
 
 
 def _radial(

@@ -5,7 +5,10 @@ Layout (per directed neighbour pair p = (i → j), j ≠ i or an image):
   (P_r, 3) = (r_j − r_i)/r_ij, so ∂G^R_{i,el(j),:}/∂x_j = radial_dr ⊗ radial_unit (stored factored: exact and
   n_rad + 3 numbers instead of 3·n_rad);
 - angular pairs (r_ij ≤ angular cutoff): ``angular`` (P_a, n_el, 3, A) = ∂G^A_{i, pair(el(j), e), :}/∂x_j for
-  every element e (coordinate before AEV column), the only angular rows that x_j touches.
+  every element e (coordinate before AEV column), the only angular rows that x_j touches;
+- the pair vectors, ``radial_distance`` (P_r,) r_ij and ``angular_vector`` (P_a, 3) r_j − r_i (the image's, in
+  a periodic cell), for the virial: the AEV of atom i depends on its pair vectors alone, so ∂E/∂x_j through
+  pair p is ∂E/∂r_p, and under a strain ε (r → r(1 + ε)) ∂E/∂ε = Σ_p r_p ⊗ ∂E/∂r_p.
 The self block follows from translation invariance, ∂G_i/∂x_i = −Σ_j ∂G_i/∂x_j, so it is never stored.
 """
 
@@ -38,9 +41,11 @@ class AEVJacobian:
     radial_neighbor: Tensor  # (P_r,) int64
     radial_dr: Tensor  # (P_r, n_rad)
     radial_unit: Tensor  # (P_r, 3)
+    radial_distance: Tensor  # (P_r,)
     angular_center: Tensor  # (P_a,) int64
     angular_neighbor: Tensor  # (P_a,) int64
     angular: Tensor  # (P_a, n_el, 3, A)
+    angular_vector: Tensor  # (P_a, 3)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> AEVJacobian:
         """Move to ``device``; cast the floating arrays (not the indices) to ``dtype``."""
@@ -59,14 +64,17 @@ class AEVJacobian:
             radial_neighbor=self.radial_neighbor[r0:r1] - start,
             radial_dr=self.radial_dr[r0:r1],
             radial_unit=self.radial_unit[r0:r1],
+            radial_distance=self.radial_distance[r0:r1],
             angular_center=self.angular_center[a0:a1] - start,
             angular_neighbor=self.angular_neighbor[a0:a1] - start,
             angular=self.angular[a0:a1],
+            angular_vector=self.angular_vector[a0:a1],
         )
 
 
-def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian) -> Tensor:
-    """∂E/∂x (N, 3) from ∂E/∂G (N, D) by scatter-add over the stored pairs; differentiable in ``dE_dG``."""
+def pair_gradients(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian) -> tuple[Tensor, Tensor]:
+    """∂E/∂r_p through each radial pair (P_r, 3) and each angular pair (P_a, 3), r_p = x_j − x_i, from ∂E/∂G
+    (N, D); differentiable in ``dE_dG``. Forces and the virial are both sums of these."""
     n, n_el, n_rad = dE_dG.shape[0], params.n_elements, params.radial_length
     # Rows of ∂E/∂G are gathered with index_select on flattened blocks: its backward is a fast index_add
     # (advanced indexing would back-propagate through a much slower accumulating index_put).
@@ -83,15 +91,39 @@ def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobi
     angular_part = torch.linalg.vecdot(  # row-wise dot products, fastest here forward and backward
         jacobian.angular.view(-1, 3, params.angular_length), rows.view(-1, 1, params.angular_length)
     ).view(-1, n_el, 3).sum(dim=1)
-    out = dE_dG.new_zeros((n, 3))
+    return radial_part, angular_part
+
+
+def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian,
+          pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """∂E/∂x (N, 3) from ∂E/∂G (N, D) by scatter-add over the stored pairs; differentiable in ``dE_dG``.
+    ``pairs``: :func:`pair_gradients` when already taken."""
+    radial_part, angular_part = pair_gradients(params, species, dE_dG, jacobian) if pairs is None else pairs
+    i, j = jacobian.radial_center, jacobian.radial_neighbor
+    ia, ja = jacobian.angular_center, jacobian.angular_neighbor
+    out = dE_dG.new_zeros((dE_dG.shape[0], 3))
     out.index_add_(0, j, radial_part).index_add_(0, i, -radial_part)
     out.index_add_(0, ja, angular_part).index_add_(0, ia, -angular_part)
     return out
 
 
-def forces(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian) -> Tensor:
+def forces(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian,
+           pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Forces −∂E/∂x (N, 3) in eV/Å for a batch, from ∂E/∂G and the cached Jacobian rows."""
-    return -dE_dx(params, species, dE_dG, jacobian)
+    return -dE_dx(params, species, dE_dG, jacobian, pairs)
+
+
+def strain_derivative(jacobian: AEVJacobian, pairs: tuple[Tensor, Tensor], owner: Tensor, n_structures: int) -> Tensor:
+    """∂E/∂ε (B, 3, 3) under a symmetric strain r → r(1 + ε) of every pair vector: Σ_p r_p ⊗ ∂E/∂r_p over the
+    pairs of each structure, symmetrised (the convention of :mod:`pykinml.aev.strain`; divide by V for σ)."""
+    radial_part, angular_part = pairs
+    radial_vector = jacobian.radial_distance[:, None] * jacobian.radial_unit
+    per_pair = [(radial_vector, radial_part, jacobian.radial_center), (jacobian.angular_vector, angular_part, jacobian.angular_center)]
+    out = radial_part.new_zeros((n_structures, 9))
+    for vector, gradient, center in per_pair:
+        out = out.index_add(0, owner[center], (vector[:, :, None] * gradient[:, None, :]).reshape(-1, 9))
+    out = out.view(n_structures, 3, 3)
+    return 0.5 * (out + out.transpose(1, 2))
 
 
 def dense(params: AEVParams, species: Tensor, jacobian: AEVJacobian) -> Tensor:

@@ -32,6 +32,7 @@ class Batch:
     aev: Tensor | None = None  # (N, D)
     stress: Tensor | None = None  # (T, B, 3, 3) targets, eV/Å³
     stress_mask: Tensor | None = None  # (T, B) bool
+    cells: Tensor | None = None  # (B, 3, 3) Å, rows are cell vectors (zeros without a cell); with stress targets
     jacobian: AEVJacobian | None = None
     structures: Structures | None = None
 
@@ -47,7 +48,7 @@ class Batch:
             species=self.species.to(device), owner=self.owner.to(device), natoms=self.natoms.to(device),
             energies=self.energies.to(device), energy_mask=self.energy_mask.to(device),
             forces=move(self.forces), force_mask=move(self.force_mask), aev=move(self.aev),
-            stress=move(self.stress), stress_mask=move(self.stress_mask),
+            stress=move(self.stress), stress_mask=move(self.stress_mask), cells=move(self.cells),
             jacobian=move(self.jacobian),
             structures=None if self.structures is None else _structures_to(self.structures, device),
         )

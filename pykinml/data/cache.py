@@ -5,8 +5,9 @@ A cache directory ``<root>/aev/<key>/`` holds ``manifest.json`` (what was comput
 per chunk of consecutive structures (``chunk-000000/``) with ragged arrays:
 
 - ``aev.npy`` (atoms, D); with Jacobians also ``radial_pairs.npy`` (P_r, 2) int32 structure-local
-  (centre, neighbour), ``radial_dr.npy`` (P_r, n_rad), ``radial_unit.npy`` (P_r, 3), ``angular_pairs.npy``,
-  ``angular.npy`` (P_a, n_el, 3, A), and ``radial_offsets.npy``/``angular_offsets.npy`` (structures + 1).
+  (centre, neighbour), ``radial_dr.npy`` (P_r, n_rad), ``radial_unit.npy`` (P_r, 3), ``radial_distance.npy``
+  (P_r,), ``angular_pairs.npy``, ``angular.npy`` (P_a, n_el, 3, A), ``angular_vector.npy`` (P_a, 3), and
+  ``radial_offsets.npy``/``angular_offsets.npy`` (structures + 1).
 
 Every chunk is written under a temporary name and renamed when whole, and ``complete.json`` is written last,
 so a reader never sees a partial chunk and an interrupted build resumes where it stopped. Files are not
@@ -32,15 +33,17 @@ from pykinml.aev.params import AEVParams
 from pykinml.db.query import ragged_rows
 from pykinml.errors import PykinmlError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the pair vectors (radial_distance, angular_vector), for the virial
 CHUNK_ARRAYS = ("aev",)
 JACOBIAN_ARRAYS = (
     "radial_pairs",
     "radial_dr",
     "radial_unit",
+    "radial_distance",
     "radial_offsets",
     "angular_pairs",
     "angular",
+    "angular_vector",
     "angular_offsets",
 )
 
@@ -242,7 +245,8 @@ class AEVCache:
             if not jacobian:
                 continue
             first_atom = batch_offsets[:-1][np.searchsorted(indices, chosen)]
-            for kind, value_names in (("radial", ("radial_dr", "radial_unit")), ("angular", ("angular",))):
+            for kind, value_names in (("radial", ("radial_dr", "radial_unit", "radial_distance")),
+                                      ("angular", ("angular", "angular_vector"))):
                 offsets = arrays[f"{kind}_offsets"]
                 counts = np.asarray(offsets[local + 1] - offsets[local])
                 rows = ragged_rows(np.asarray(offsets[local]), counts)
@@ -261,9 +265,11 @@ class AEVCache:
                 radial_neighbor=joined["radial_pairs"][:, 1],
                 radial_dr=joined["radial_dr"],
                 radial_unit=joined["radial_unit"],
+                radial_distance=joined["radial_distance"],
                 angular_center=joined["angular_pairs"][:, 0],
                 angular_neighbor=joined["angular_pairs"][:, 1],
                 angular=joined["angular"],
+                angular_vector=joined["angular_vector"],
             ).to(device)
         return CachedBatch(
             indices=indices,

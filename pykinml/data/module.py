@@ -56,12 +56,18 @@ class PotentialDataModule(L.LightningDataModule):
 
     @property
     def uses_cache(self) -> bool:
-        """Cached AEVs serve energies and Jacobian forces; stress and autograd forces need the geometries."""
-        return not self.stress and (self.force_mode == "jacobian" or not self.forces)
+        """Cached AEVs serve energies, and with their Jacobian rows forces and stress; ``force_mode=autograd``
+        takes the derivatives through the AEV of the geometries instead."""
+        return self.force_mode == "jacobian" or not (self.forces or self.stress)
+
+    @property
+    def cached_jacobian(self) -> bool:
+        """Whether the cache holds Jacobian rows: forces and stress are contractions of them."""
+        return self.forces or self.stress
 
     def _build_cache(self, progress: bool) -> AEVCache:
         return precompute(
-            self.data.selection, self.params, dtype=self.dtype, jacobian=self.forces, cache_dir=self.cache_dir,
+            self.data.selection, self.params, dtype=self.dtype, jacobian=self.cached_jacobian, cache_dir=self.cache_dir,
             source=self.data.source, progress=progress, workers=self.precompute_workers,
         )
 
@@ -104,7 +110,7 @@ class PotentialDataModule(L.LightningDataModule):
         offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(natoms)]).astype(np.int64))
         aev = jacobian = structures = None
         if self.uses_cache:
-            cached = self.cache.batch(rows, jacobian=self.forces)
+            cached = self.cache.batch(rows, jacobian=self.cached_jacobian)
             species, aev, jacobian = cached.species, cached.aev, cached.jacobian
         else:
             structures = pack(
@@ -128,6 +134,7 @@ class PotentialDataModule(L.LightningDataModule):
             structures=structures,
             stress=None if targets.stress is None else torch.from_numpy(targets.stress[:, rows]).to(self.torch_dtype),
             stress_mask=None if targets.stress_mask is None else torch.from_numpy(targets.stress_mask[:, rows]),
+            cells=torch.from_numpy(selection.cells[rows]).to(self.torch_dtype) if self.stress else None,
         )
 
     def epoch_rows(self, subset: str) -> np.ndarray:

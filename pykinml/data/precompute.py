@@ -151,8 +151,9 @@ def _compute_chunk(
             continue
         offsets = structures.offsets
         for kind, center, neighbor, values in (
-            ("radial", jac.radial_center, jac.radial_neighbor, {"radial_dr": jac.radial_dr, "radial_unit": jac.radial_unit}),
-            ("angular", jac.angular_center, jac.angular_neighbor, {"angular": jac.angular}),
+            ("radial", jac.radial_center, jac.radial_neighbor,
+             {"radial_dr": jac.radial_dr, "radial_unit": jac.radial_unit, "radial_distance": jac.radial_distance}),
+            ("angular", jac.angular_center, jac.angular_neighbor, {"angular": jac.angular, "angular_vector": jac.angular_vector}),
         ):
             owner = torch.searchsorted(offsets, center, right=True) - 1
             first = offsets[owner]

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pykinml.aev.jacobian import forces as contract_forces
+from pykinml.aev.jacobian import pair_gradients, strain_derivative
 from pykinml.aev.params import AEVParams
 from pykinml.aev.strain import apply_strain, stress_from_strain_gradient
 from pykinml.data.batches import Batch
@@ -52,11 +53,6 @@ class PotentialTask(L.LightningModule):
         self.specs = self.target_specs(self.levels)
         self.forces = bool(model["forces"])
         self.stress = bool(model.get("stress", False))
-        if self.stress and model["force_mode"] != "autograd":
-            raise PykinmlError(
-                "model.stress=true needs model.force_mode=autograd: stress is the derivative of the energy under a "
-                "strain of the cell, taken by autograd through the AEV (the cache holds no strain derivatives)"
-            )
         self.model = ChainedPotential(
             self.network_levels(len(self.specs)), self.params.n_elements, self.params.length,
             list(model["neurons"]), model["activations"], bool(model["bias"]),
@@ -96,7 +92,8 @@ class PotentialTask(L.LightningModule):
 
     def _forward(self, batch: Batch, forces: bool, stress: bool, create_graph: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Network energies (T, B) without the SAEs, in the model's dtype; forces (T, N, 3) and stress (T, B, 3, 3)
-        in eV/Å³ when asked (stress needs packed structures: autograd through the AEV under a strain)."""
+        in eV/Å³ when asked: from the cached Jacobian rows, or by autograd through the AEV of packed structures
+        (under a strain, for stress)."""
         wrt: list[Tensor] = []
         if batch.structures is not None:
             structures = batch.structures
@@ -110,8 +107,8 @@ class PotentialTask(L.LightningModule):
                 wrt.append(strain)
             aev, _ = _aev.compute(self.params, replace(structures, positions=strained_positions, cells=strained_cells))
         else:
-            aev = batch.aev.detach().requires_grad_(True) if forces else batch.aev
-            if forces:
+            aev = batch.aev.detach().requires_grad_(True) if forces or stress else batch.aev
+            if forces or stress:
                 wrt.append(aev)
         residual = self.model(aev, batch.species, batch.owner, len(batch))
         if not wrt:
@@ -119,13 +116,19 @@ class PotentialTask(L.LightningModule):
         level_forces, level_stress = [], []
         for level in range(residual.shape[0]):
             grads = torch.autograd.grad(residual[level].sum(), wrt, create_graph=create_graph, retain_graph=True)
-            if forces:
-                if batch.structures is not None:
+            if batch.structures is not None:
+                if forces:
                     level_forces.append(-grads[0])
-                else:
-                    level_forces.append(contract_forces(self.params, batch.species, grads[0], batch.jacobian))
+                if stress:
+                    level_stress.append(stress_from_strain_gradient(grads[-1], batch.structures.cells))
+                continue
+            # From the cache: ∂E/∂r of every stored pair, summed into forces and into the virial.
+            pairs = pair_gradients(self.params, batch.species, grads[0], batch.jacobian)
+            if forces:
+                level_forces.append(contract_forces(self.params, batch.species, grads[0], batch.jacobian, pairs))
             if stress:
-                level_stress.append(stress_from_strain_gradient(grads[-1], batch.structures.cells))
+                level_stress.append(stress_from_strain_gradient(
+                    strain_derivative(batch.jacobian, pairs, batch.owner, len(batch)), batch.cells))
         return (residual, torch.stack(level_forces) if forces else None,
                 torch.stack(level_stress) if stress else None)
 
