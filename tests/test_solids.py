@@ -75,19 +75,25 @@ def test_training_on_stress_reports_stress_errors_that_fall(trained):
     assert len(values) >= 10 and values[-1] < 0.7 * values[0], values  # training on stress lowers its error
 
 
+def _trained_task(run):
+    """The task of ``run``'s best checkpoint, in float64."""
+    from pykinml.checkpoints import load_checkpoint
+    from pykinml.tasks.fidelity import task_class
+
+    checkpoint = load_checkpoint(str(run / "checkpoints" / "best.ckpt"), "ckpt")
+    info = checkpoint["pykinml"]
+    task = task_class(info["fidelity"])(info["config"], info["aev"], info["levels"])
+    task.load_state_dict(checkpoint["state_dict"], strict=False)
+    return task.double()
+
+
 def test_training_stress_is_the_strain_derivative_of_the_energy(trained, copper):
     """The stress the loss sees (the task's autograd through the AEV under a strain) against central finite
     differences of the task's own energy, in float64: σ_ij = (1/V) ∂E/∂ε_ij for a symmetric strain."""
     from pykinml.aev.computer import pack_atoms
-    from pykinml.checkpoints import load_checkpoint
     from pykinml.data.batches import Batch, owner_of
-    from pykinml.tasks.fidelity import task_class
 
-    checkpoint = load_checkpoint(str(trained / "checkpoints" / "best.ckpt"), "ckpt")
-    info = checkpoint["pykinml"]
-    task = task_class(info["fidelity"])(info["config"], info["aev"], info["levels"])
-    task.load_state_dict(checkpoint["state_dict"], strict=False)
-    task = task.double()
+    task = _trained_task(trained)
     atoms = emt_cells(1, seed=7)[0]
 
     def batch_of(frame) -> Batch:
@@ -136,23 +142,16 @@ def test_a_cell_and_its_2x2x2_replica_agree(trained):
 def _task_and_batches(copper, run, cache_dir):
     """The trained task in float64, and one batch of every copper cell from the AEV cache (Jacobian rows) and
     from the packed geometries (autograd through the AEV), both through the data module training uses."""
-    from pykinml.aev.params import AEVParams
-    from pykinml.checkpoints import load_checkpoint
     from pykinml.data.module import PotentialDataModule
     from pykinml.data.training import load_training_data
     from pykinml.db import open_engine
-    from pykinml.tasks.fidelity import task_class
 
-    checkpoint = load_checkpoint(str(run / "checkpoints" / "best.ckpt"), "ckpt")
-    info = checkpoint["pykinml"]
-    task = task_class(info["fidelity"])(info["config"], info["aev"], info["levels"])
-    task.load_state_dict(checkpoint["state_dict"], strict=False)
-    task = task.double()
+    task = _trained_task(run)
     data = load_training_data(open_engine(copper / "cu.db"), ["emt"], task.specs, "single", None, "default",
                               [0.8, 0.1, 0.1], 0, True, True)
     batches = {}
     for mode in ("jacobian", "autograd"):
-        module = PotentialDataModule(data, AEVParams.from_dict(info["aev"]), forces=True, force_mode=mode, dtype="float64",
+        module = PotentialDataModule(data, task.params, forces=True, force_mode=mode, dtype="float64",
                                      cache_dir=str(cache_dir), progress=False, stress=True)
         module.prepare_data()
         module.setup("fit")
