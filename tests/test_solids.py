@@ -173,15 +173,24 @@ def test_cached_jacobian_forces_and_stress_equal_autograd_through_the_aev(traine
 
 
 def test_stress_trains_from_the_cached_jacobian(copper, tmp_path):
-    """model.force_mode=jacobian with stress: the cache gets its Jacobian rows and the stress error falls."""
+    """model.force_mode=jacobian with stress: the cache gets its Jacobian rows and the stress error falls. The
+    run monitors one level's validation energy MAE (as the mlearn_mo preset does): best.ckpt is its best epoch."""
     options = [o for o in SOLID if not o.startswith("model.force_mode")] + ["model.force_mode=jacobian"]
     code = train_main([*options, f"data.db={copper / 'cu.db'}", f"run_dir={tmp_path / 'run'}",
-                       f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=12"])
+                       f"cache_dir={tmp_path / 'cache'}", "trainer.max_epochs=12", "monitor=val/emt/energy_mae_mev_atom"])
     assert code == 0
     rows = [line.split(",") for line in (tmp_path / "run" / "logs" / "metrics.csv").read_text().splitlines()]
-    column = rows[0].index("val/emt/stress_rmse_gpa")
-    values = [float(row[column]) for row in rows[1:] if len(row) > column and row[column]]
+
+    def column(name: str) -> list[tuple[str, float]]:  # (epoch, value); the epoch is logged with monitored values
+        index, epoch = rows[0].index(name), rows[0].index("epoch")
+        return [(row[epoch], float(row[index])) for row in rows[1:] if len(row) > index and row[index]]
+
+    # the 12 epochs' validations; the final one after fitting re-validates best.ckpt
+    values = [value for _, value in column("val/emt/stress_rmse_gpa")][:12]
     assert len(values) >= 10 and values[-1] < 0.7 * values[0], values
+    energies = column("val/emt/energy_mae_mev_atom")[:12]
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)["epoch"]
+    assert best == int(min(energies, key=lambda pair: pair[1])[0]), (best, energies)
     manifest = json.loads(next((tmp_path / "cache" / "aev").glob("*/manifest.json")).read_text())
     assert manifest["jacobian"] is True
 
