@@ -60,3 +60,22 @@ def value_and_slope(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
         value = torch.tanh(x)
         return value, 1.0 - value * value
     raise AssertionError(f"no derivative written for activation {key!r}")
+
+
+def slope_and_curvature(name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The activation's first and second derivatives at ``x``: what differentiating a network's input gradient
+    by hand needs (:class:`pykinml.nn.energy_gradient.NetworkAndGradient`, training on forces)."""
+    key = _known(name)
+    value, slope = value_and_slope(key, x)
+    if key == "gaussian":
+        return slope, (4.0 * x * x - 2.0) * value
+    if key == "celu":
+        return slope, torch.where(x > 0, torch.zeros_like(x), slope / CELU_ALPHA)
+    if key == "softplus":
+        return slope, torch.where(x > 20.0, torch.zeros_like(x), slope * (1.0 - slope))
+    if key == "silu":
+        sigmoid = torch.sigmoid(x)
+        return slope, sigmoid * (1.0 - sigmoid) * (2.0 + x * (1.0 - 2.0 * sigmoid))
+    if key == "tanh":
+        return slope, -2.0 * value * slope
+    raise AssertionError(f"no second derivative written for activation {key!r}")

@@ -52,6 +52,15 @@ class ElementNetworks(nn.Module):
         self.input_size = input_size
         self.networks = nn.ModuleList(mlp(input_size, neurons, activations, bias) for _ in range(n_elements))
 
+    def stacked_parameters(self) -> tuple[list[Tensor], list[Tensor]]:
+        """Every element's weights per layer as (n_elements, out, in), biases as (n_elements, 1, out) (none
+        without biases): the layout of the batched, hand-differentiated networks."""
+        linears = [[layer for layer in network if isinstance(layer, nn.Linear)] for network in self.networks]
+        weights = [torch.stack([layers[k].weight for layers in linears]) for k in range(len(linears[0]))]
+        biases = [torch.stack([layers[k].bias for layers in linears])[:, None, :]
+                  for k in range(len(linears[0])) if linears[0][k].bias is not None]
+        return weights, biases
+
     def forward(self, features: Tensor, species: Tensor) -> Tensor:
         # Sort atoms by element once, run each network on its contiguous slice, and undo the sort; every
         # gather is an index_select, whose backward (index_add) is fast, also through double backward.

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from pykinml.nn.networks import ElementNetworks
+from pykinml.nn.energy_gradient import ElementLayout, NetworkAndGradient
+from pykinml.nn.networks import ElementNetworks, layer_activations
 
 
 def structure_sums(values: Tensor, owner: Tensor, n_structures: int) -> Tensor:
@@ -40,6 +41,7 @@ class ChainedPotential(nn.Module):
             for level in range(n_levels)
         )
         self.register_buffer("sae", torch.zeros(n_levels, n_elements, dtype=torch.float64))
+        self.activations = tuple(layer_activations(activations, len(neurons)))
 
     @property
     def n_levels(self) -> int:
@@ -65,6 +67,29 @@ class ChainedPotential(nn.Module):
     def forward(self, aev: Tensor, species: Tensor, owner: Tensor, n_structures: int) -> Tensor:
         """Network energies (n_levels, B) in eV, without the SAEs (add :meth:`sae_energies` for totals)."""
         return torch.stack([structure_sums(level, owner, n_structures) for level in self.atomic(aev, species).unbind(0)])
+
+    def energies_and_gradients(self, aev: Tensor, species: Tensor, owner: Tensor, n_structures: int) -> tuple[Tensor, Tensor]:
+        """Network energies (n_levels, B) as :meth:`forward` gives them, and ∂E_l/∂G (n_levels, N, D), the gradient
+        the forces contract with the AEV Jacobian. Differentiable (once) with respect to the weights and the AEVs,
+        by hand-written backward passes (:mod:`pykinml.nn.energy_gradient`), the cheap way to train on forces."""
+        layout = ElementLayout(species, len(self.levels[0].networks))
+        features = layout.stack(aev)
+        energies: list[Tensor] = []
+        gradients: list[Tensor] = []
+        for level, network in enumerate(self.levels):
+            weights, biases = network.stacked_parameters()
+            if level == 0:
+                out, grad = NetworkAndGradient.apply(features, self.activations, len(weights), *weights, *biases)
+            else:  # e_l = e_{l−1} + NN_l([G, e_{l−1}]): ∂e_l/∂G = (1 + ∂NN_l/∂e_{l−1})·∂e_{l−1}/∂G + ∂NN_l/∂G
+                previous, previous_grad = energies[-1], gradients[-1]
+                correction, through = NetworkAndGradient.apply(
+                    torch.cat([features, previous], dim=2), self.activations, len(weights), *weights, *biases)
+                out = previous + correction
+                grad = previous_grad * (1.0 + through[..., -1:]) + through[..., :-1]
+            energies.append(out)
+            gradients.append(grad)
+        residual = torch.stack([structure_sums(layout.unstack(out).flatten(), owner, n_structures) for out in energies])
+        return residual, torch.stack([layout.unstack(grad) for grad in gradients])
 
     def sae_energies(self, species: Tensor, owner: Tensor, n_structures: int) -> Tensor:
         """Σ_i SAE_l(Z_i) per level and structure (n_levels, B), in float64: totals are large, residuals small."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from pykinml.nn.activations import value_and_slope
+from pykinml.nn.energy_gradient import forward_layers, input_gradient
 
 
 class StackedNetworks:
@@ -28,18 +28,17 @@ class StackedNetworks:
     def __init__(self, state: Mapping[str, Tensor], n_levels: int, n_el: int, activations: Sequence[str], species: Tensor):
         self.activations = list(activations)
         n_layers = len(self.activations) + 1
-        self.weights: list[list[Tensor]] = []  # [level][layer] (n_el, in, out)
+        self.weights: list[list[Tensor]] = []  # [level][layer] (n_el, out, in)
         self.biases: list[list[Tensor | None]] = []
         for level in range(n_levels):
             prefix = f"levels.{level}.networks."
             layers = [2 * k for k in range(n_layers)]  # Linear modules sit between activations in the Sequential
-            self.weights.append([torch.stack([state[f"{prefix}{e}.{k}.weight"].t() for e in range(n_el)]) for k in layers])
+            self.weights.append([torch.stack([state[f"{prefix}{e}.{k}.weight"] for e in range(n_el)]) for k in layers])
             self.biases.append([
                 torch.stack([state[f"{prefix}{e}.{k}.bias"] for e in range(n_el)])[:, None, :]
                 if f"{prefix}0.{k}.bias" in state else None
                 for k in layers
             ])
-        self.transposed = [[w.transpose(1, 2).contiguous() for w in level] for level in self.weights]
         species = species.to(device=self.weights[0][0].device, dtype=torch.int64)
         counts = torch.bincount(species, minlength=n_el)
         width = max(1, int(counts.max())) if species.numel() else 1
@@ -52,25 +51,10 @@ class StackedNetworks:
         mask[species[order], slot] = 1.0
         self.index, self.mask, self.n_atoms = index.view(-1), mask[..., None], int(species.numel())
 
-    def _network(self, level: int, inputs: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Outputs (n_el, width, 1) of one level's networks and each hidden layer's activation slope."""
-        x, slopes = inputs, []
-        weights, biases = self.weights[level], self.biases[level]
-        for k, (weight, bias) in enumerate(zip(weights, biases)):
-            x = torch.bmm(x, weight) if bias is None else torch.baddbmm(bias, x, weight)
-            if k < len(self.activations):
-                x, slope = value_and_slope(self.activations[k], x)
-                slopes.append(slope)
-        return x, slopes
-
-    def _input_gradient(self, level: int, slopes: list[Tensor], mask: Tensor) -> Tensor:
-        """∂(Σ real atoms' outputs)/∂inputs (n_el, B·width, F) of one level, back through its layers."""
-        grad = mask
-        for k in range(len(self.transposed[level]) - 1, -1, -1):
-            grad = torch.bmm(grad, self.transposed[level][k])
-            if k > 0:
-                grad = grad * slopes[k - 1]
-        return grad
+    def _network(self, level: int, inputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Outputs (n_el, B·width, 1) of one level's networks and ∂(Σ real atoms' outputs)/∂inputs."""
+        out, _, _, slopes = forward_layers(inputs, self.weights[level], self.biases[level], self.activations)
+        return out, input_gradient(self.weights[level], slopes, mask)[0]
 
     def __call__(self, aev: Tensor) -> tuple[Tensor, Tensor]:
         """Atomic network energies (T, B, N) (no SAEs) and ∂E_l/∂G_i (T, B, N, D) for B conformations' AEVs (B, N, D)."""
@@ -83,14 +67,12 @@ class StackedNetworks:
         gradients: list[Tensor] = []
         for level in range(len(self.weights)):
             if level == 0:
-                out, slopes = self._network(0, features)
-                grad = self._input_gradient(0, slopes, mask)
+                out, grad = self._network(0, features, mask)
             else:
                 # e_l = e_{l−1} + NN_l([G, e_{l−1}]): ∂e_l/∂G = (1 + ∂NN_l/∂e_{l−1})·∂e_{l−1}/∂G + ∂NN_l/∂G.
                 previous, previous_grad = energies[-1], gradients[-1]
-                correction, slopes = self._network(level, torch.cat([features, previous], dim=2))
+                correction, through = self._network(level, torch.cat([features, previous], dim=2), mask)
                 out = previous + correction
-                through = self._input_gradient(level, slopes, mask)
                 grad = previous_grad * (1.0 + through[..., -1:]) + through[..., :-1]
             energies.append(out)
             gradients.append(grad)

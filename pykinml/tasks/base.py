@@ -107,25 +107,26 @@ class PotentialTask(L.LightningModule):
                 wrt.append(strain)
             aev, _ = _aev.compute(self.params, replace(structures, positions=strained_positions, cells=strained_cells))
         else:
-            aev = batch.aev.detach().requires_grad_(True) if forces or stress else batch.aev
-            if forces or stress:
-                wrt.append(aev)
-        residual = self.model(aev, batch.species, batch.owner, len(batch))
-        if not wrt:
-            return residual, None, None
+            aev = batch.aev
+        if not (forces or stress):
+            return self.model(aev, batch.species, batch.owner, len(batch)), None, None
+        # ∂E/∂G by the networks' hand-written backward (differentiable once more, for the loss on forces).
+        residual, d_aev = self.model.energies_and_gradients(aev, batch.species, batch.owner, len(batch))
+        if not create_graph:
+            d_aev = d_aev.detach()
         level_forces, level_stress = [], []
         for level in range(residual.shape[0]):
-            grads = torch.autograd.grad(residual[level].sum(), wrt, create_graph=create_graph, retain_graph=True)
             if batch.structures is not None:
+                grads = torch.autograd.grad(aev, wrt, grad_outputs=d_aev[level], create_graph=create_graph, retain_graph=True)
                 if forces:
                     level_forces.append(-grads[0])
                 if stress:
                     level_stress.append(stress_from_strain_gradient(grads[-1], batch.structures.cells))
                 continue
             # From the cache: ∂E/∂r of every stored pair, summed into forces and into the virial.
-            pairs = pair_gradients(self.params, batch.species, grads[0], batch.jacobian)
+            pairs = pair_gradients(self.params, batch.species, d_aev[level], batch.jacobian)
             if forces:
-                level_forces.append(contract_forces(self.params, batch.species, grads[0], batch.jacobian, pairs))
+                level_forces.append(contract_forces(self.params, batch.species, d_aev[level], batch.jacobian, pairs))
             if stress:
                 level_stress.append(stress_from_strain_gradient(
                     strain_derivative(batch.jacobian, pairs, batch.owner, len(batch)), batch.cells))
