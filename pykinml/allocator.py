@@ -4,7 +4,8 @@ glibc's malloc serves blocks above its mmap threshold (128 KiB, adapting up to 3
 trims the heap when its top is free, so a loop that allocates the same few-MiB tensors again and again
 touches new pages each time: on batched small-molecule prediction that was ≈ 5,000 page faults per batch
 of 128 C5H5 frames and a third of the time; in the precompute's angular Jacobian kernels, 0.88 → 0.63 ms per
-C5H5 structure. ``pykinml-predict`` and :func:`~pykinml.data.precompute.precompute` (so training too) call
+C5H5 structure. ``pykinml-predict``, :func:`~pykinml.data.precompute.precompute` and every training process
+(:func:`pykinml.train.train`: a step's Jacobian contraction allocates multi-MiB temporaries) call
 :func:`keep_freed_memory`; calling it again changes nothing.
 """
 
