@@ -2,8 +2,9 @@
 matrix product per layer, differentiated by hand, so a call is a few dozen small operations and no graph.
 
 What :class:`pykinml.molecule.MoleculePotential` (the ASE calculator's per-call path) runs on the AEVs;
-training and batched prediction use :class:`~pykinml.nn.potential.ChainedPotential` itself, whose weights
-these are (tests check both agree, the gradient against autograd).
+batched prediction uses :class:`~pykinml.nn.potential.ChainedPotential` itself, whose weights these are
+(tests check both agree, the gradient against autograd), and training on forces the same layer code through
+:mod:`pykinml.nn.energy_gradient`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from pykinml.nn.energy_gradient import forward_layers, input_gradient
+from pykinml.nn.energy_gradient import ElementLayout, forward_layers, input_gradient
 
 
 class StackedNetworks:
@@ -40,16 +41,11 @@ class StackedNetworks:
                 for k in layers
             ])
         species = species.to(device=self.weights[0][0].device, dtype=torch.int64)
-        counts = torch.bincount(species, minlength=n_el)
-        width = max(1, int(counts.max())) if species.numel() else 1
-        # index (n_el, width): the atoms of each element, padded with atom 0; mask is 1 on real atoms only.
-        order = torch.argsort(species, stable=True)
-        slot = torch.arange(species.numel(), device=species.device) - (torch.cumsum(counts, 0) - counts)[species[order]]
-        index = torch.zeros((n_el, width), dtype=torch.int64, device=species.device)
-        mask = torch.zeros((n_el, width), dtype=self.weights[0][0].dtype, device=species.device)
-        index[species[order], slot] = order
-        mask[species[order], slot] = 1.0
-        self.index, self.mask, self.n_atoms = index.view(-1), mask[..., None], int(species.numel())
+        # index (n_el·width): the atoms of each element, padded with atom 0; mask is 1 on real atoms only.
+        layout = ElementLayout(species, n_el)
+        mask = torch.zeros(n_el * layout.width, dtype=self.weights[0][0].dtype, device=species.device)
+        mask[layout.slot] = 1.0
+        self.index, self.mask, self.n_atoms = layout.gather, mask.view(n_el, layout.width, 1), int(species.numel())
 
     def _network(self, level: int, inputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Outputs (n_el, B·width, 1) of one level's networks and ∂(Σ real atoms' outputs)/∂inputs."""
