@@ -114,7 +114,7 @@ def _callbacks(config: dict, run_dir: Path) -> tuple[list, L.pytorch.callbacks.M
 
 def _strategy(name: str):
     """Lightning's strategy for ``trainer.strategy``. ``ddp`` skips DDP's broadcast of buffers before every
-    forward (the only buffers, the SAEs, are fitted once and equal on every rank; the broadcast cost ~4 ms a
+    forward (the only buffers, the SAEs, are fitted once and equal on every rank; the broadcast cost ~2 ms a
     step on CPU) and lets gradients live in DDP's buckets instead of being copied there."""
     if name == "ddp":
         return L.pytorch.strategies.DDPStrategy(broadcast_buffers=False, gradient_as_bucket_view=True)
