@@ -17,7 +17,7 @@ import torch
 from ase import Atoms
 from ase.build import molecule
 
-from pykinml.aev import AEVComputer, AEVParams, Structures, compute, forces, pack_atoms
+from pykinml.aev import AEVComputer, AEVParams, Structures, compute, dense, forces, pack_atoms
 from pykinml.errors import PykinmlError
 
 from .torchani_reference import (
@@ -481,6 +481,28 @@ def test_forces_match_autograd():
     error = np.abs(ours - reference).max()
     assert error <= 1e-10 * max(scale, 1.0)
     print(f"forces: max |F| = {scale:.3g}, max error {error:.1e}")
+
+
+def test_force_contraction_backward_matches_the_dense_jacobian():
+    """Training on forces back-propagates a loss on F = −Jᵀ·∂E/∂G into ∂E/∂G through the hand-written backward
+    of the angular contraction: it must equal autograd through the dense Jacobian, and pass gradcheck and
+    gradgradcheck (the backward is itself differentiated when a later loss term needs it)."""
+    packed = pack_atoms(PARAMS, force_batch(), F64)
+    _, jacobian = compute(PARAMS, packed, jacobian=True)
+    generator = torch.Generator().manual_seed(3)
+    dE_dG = torch.randn(packed.species.numel(), PARAMS.length, dtype=F64, generator=generator, requires_grad=True)
+    weight = torch.randn(packed.species.numel(), 3, dtype=F64, generator=generator)
+    (ours,) = torch.autograd.grad((forces(PARAMS, packed.species, dE_dG, jacobian) * weight).sum(), dE_dG)
+    full = dense(PARAMS, packed.species, jacobian)  # (N, D, N, 3)
+    reference_forces = -torch.einsum("id,idjc->jc", dE_dG, full)
+    (reference,) = torch.autograd.grad((reference_forces * weight).sum(), dE_dG)
+    assert float(reference.abs().max()) > 1e-3
+    assert torch.allclose(ours, reference, rtol=0, atol=1e-12 * float(reference.abs().max()))
+    few = pack_atoms(PARAMS, force_batch()[:1], F64)
+    _, few_jacobian = compute(PARAMS, few, jacobian=True)
+    small = dE_dG[: few.species.numel()].detach().requires_grad_(True)  # CH4 alone
+    assert torch.autograd.gradcheck(lambda g: forces(PARAMS, few.species, g, few_jacobian), (small,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(lambda g: forces(PARAMS, few.species, g, few_jacobian), (small,), fast_mode=True)
 
 
 def test_forces_float32_agrees_with_float64():
