@@ -6,12 +6,12 @@ and GPa are exact conversions at reporting time (units come from :mod:`pykinml.u
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError
+from torchmetrics import Metric
 
 from pykinml.units import EV_A3_GPA, KCAL_MOL_EV
 
@@ -32,8 +32,33 @@ REPORTS = {
 }
 
 
-def _pair() -> nn.ModuleDict:
-    return nn.ModuleDict({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)})
+GROUPS = ("energy", "atom", "force", "stress")
+
+
+class ErrorSums(Metric):
+    """Σ|error|, Σerror² and the number of errors of each group (rows of :data:`GROUPS`), in float64, summed
+    over batches and, at compute, over processes: MAE and RMSE of every group from one state and one update
+    a batch (a torchmetrics MAE and RMSE per group cost eight updates a batch)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("sums", default=torch.zeros(len(GROUPS), 3, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, sums: Tensor) -> None:
+        self.sums += sums
+
+    def compute(self) -> Tensor:
+        return self.sums
+
+
+def _error_sums(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """(Σ|p − t|, Σ(p − t)², count) over the rows where ``mask`` holds (all components of those rows)."""
+    rows = mask.reshape(mask.shape + (1,) * (prediction.dim() - mask.dim()))
+    error = torch.where(rows, prediction.detach().double() - target.detach().double(), 0.0)
+    count = mask.sum() * math.prod(prediction.shape[mask.dim():])
+    return torch.stack([error.abs().sum(), (error * error).sum(), count.double()])
 
 
 class ErrorMetrics(nn.Module):
@@ -42,60 +67,32 @@ class ErrorMetrics(nn.Module):
     def __init__(self, outputs: list[str]):
         super().__init__()
         self.outputs = list(outputs)
-        self.errors = nn.ModuleDict(
-            {name: nn.ModuleDict({"energy": _pair(), "atom": _pair(), "force": _pair(), "stress": _pair()})
-             for name in self.outputs}
-        )
+        self.errors = nn.ModuleDict({name: ErrorSums() for name in self.outputs})
 
     def update(self, output: int, energy: Tensor, target: Tensor, natoms: Tensor, mask: Tensor,
                forces: Tensor | None = None, target_forces: Tensor | None = None, force_mask: Tensor | None = None,
                stress: Tensor | None = None, target_stress: Tensor | None = None, stress_mask: Tensor | None = None) -> None:
-        groups = self.errors[self.outputs[output]]
-        if bool(mask.any()):
-            e, t, n = energy[mask].detach(), target[mask].detach(), natoms[mask]
-            for metric in groups["energy"].values():
-                metric.update(e, t)
-            for metric in groups["atom"].values():
-                metric.update(e / n, t / n)
-        if forces is not None and bool(force_mask.any()):
-            f, g = forces[force_mask].detach().flatten(), target_forces[force_mask].detach().flatten()
-            for metric in groups["force"].values():
-                metric.update(f, g)
-        if stress is not None and bool(stress_mask.any()):
-            p, q = stress[stress_mask].detach().flatten(), target_stress[stress_mask].detach().flatten()
-            for metric in groups["stress"].values():
-                metric.update(p, q)
-
-    def _accumulators(self) -> list[tuple[str, str, str, nn.Module]]:
-        return [(name, group, kind, metric) for name, groups in self.errors.items()
-                for group, pair in groups.items() for kind, metric in pair.items()]
+        sums = [_error_sums(energy, target, mask), _error_sums(energy / natoms, target / natoms, mask)]
+        for values, targets, rows in ((forces, target_forces, force_mask), (stress, target_stress, stress_mask)):
+            sums.append(energy.new_zeros(3) if values is None else _error_sums(values, targets, rows))
+        self.errors[self.outputs[output]].update(torch.stack(sums))
 
     def compute(self) -> dict[str, float]:
-        """``{'<output>/<metric>_<unit>': value}`` for every accumulator that saw data on any process.
-
-        Under DDP each accumulator's compute gathers its state from every rank, so every rank must compute
-        the same ones: which saw data is decided from update counts summed over all ranks (a rank whose
-        shard held no structure with some label still takes part, contributing nothing).
-        """
-        accumulators = self._accumulators()
-        counts = torch.tensor([metric.update_count for *_, metric in accumulators], dtype=torch.float64)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            device = accumulators[0][3].device if dist.get_backend() != "gloo" else torch.device("cpu")
-            counts = counts.to(device)
-            dist.all_reduce(counts)
+        """``{'<output>/<metric>_<unit>': value}`` for every group with errors on any process (a collective
+        under DDP: every rank computes every output, whether or not its own share held that label)."""
         out: dict[str, float] = {}
-        values: dict[str, dict[str, float]] = {name: {} for name in self.outputs}
         with warnings.catch_warnings():  # a rank without updates of its own: torchmetrics warns, and syncs all the same
             warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
-            for (name, group, kind, metric), count in zip(accumulators, counts.tolist()):
-                if count:
-                    values[name][f"{group}_{kind}"] = float(metric.compute())
-        for name in self.outputs:
-            for report, (source, factor) in REPORTS.items():
-                if source in values[name]:
-                    out[f"{name}/{report}"] = values[name][source] * factor
+            for name in self.outputs:
+                values: dict[str, float] = {}
+                for group, (absolute, squared, count) in zip(GROUPS, self.errors[name].compute().tolist()):
+                    if count:
+                        values[f"{group}_mae"], values[f"{group}_rmse"] = absolute / count, math.sqrt(squared / count)
+                for report, (source, factor) in REPORTS.items():
+                    if source in values:
+                        out[f"{name}/{report}"] = values[source] * factor
         return out
 
     def reset(self) -> None:
-        for *_, metric in self._accumulators():
+        for metric in self.errors.values():
             metric.reset()
