@@ -26,6 +26,7 @@ from pykinml.errors import PykinmlError
 from pykinml.nn import ChainedPotential, ElementNetworks, element_counts, fit_sae, structure_sums
 from pykinml.tasks import DeltaTask, MultiFidelityTask, SingleFidelityTask, task_class
 from pykinml.tasks.losses import TaskWeights, squared_error
+from pykinml.tasks.metrics import REPORTS, ErrorMetrics
 
 torch.set_num_threads(1)
 
@@ -398,6 +399,43 @@ def test_training_steps_decrease_loss(engine, tmp_path, weighting):
     # The training metrics saw the batch's energies and forces.
     values = task.metrics["train_errors"].compute()
     assert values["gfn2/energy_rmse_ev"] > 0 and values["gfn2/force_rmse_ev_a"] > 0
+
+
+def test_error_metrics_equal_numpy_over_masked_batches():
+    """MAE and RMSE of energies (per structure and per atom), forces and stress, in every reported unit, over
+    two batches whose masks leave labels out, equal numpy over the labelled values; an output that never saw
+    a label reports nothing."""
+    rng = np.random.default_rng(5)
+    metrics = ErrorMetrics(["low", "high"])
+    kept: dict[str, list] = {"energy": [], "atom": [], "force": [], "stress": []}
+    for structures, atoms in ((4, 13), (3, 9)):
+        energy, target = rng.normal(size=structures), rng.normal(size=structures)
+        natoms = rng.integers(1, 6, size=structures).astype(float)
+        mask = np.arange(structures) != 1
+        forces, target_forces = rng.normal(size=(atoms, 3)).astype(np.float32), rng.normal(size=(atoms, 3)).astype(np.float32)
+        force_mask = rng.random(atoms) < 0.7
+        stress, target_stress = rng.normal(size=(structures, 3, 3)) * 1e-3, rng.normal(size=(structures, 3, 3)) * 1e-3
+        stress_mask = np.arange(structures) != 0
+        t = torch.from_numpy
+        metrics.update(0, t(energy), t(target), t(natoms), t(mask), t(forces), t(target_forces), t(force_mask),
+                       t(stress), t(target_stress), t(stress_mask))
+        metrics.update(1, t(energy), t(target), t(natoms), t(np.zeros(structures, bool)))
+        kept["energy"].append((energy - target)[mask])
+        kept["atom"].append(((energy - target) / natoms)[mask])
+        kept["force"].append((forces.astype(float) - target_forces)[force_mask].ravel())
+        kept["stress"].append((stress - target_stress)[stress_mask].ravel())
+    errors = {group: np.concatenate(parts) for group, parts in kept.items()}
+    values = metrics.compute()
+    expected = {}
+    for report, (source, factor) in REPORTS.items():
+        group, kind = source.split("_")
+        error = errors[group]
+        expected[f"low/{report}"] = factor * (np.abs(error).mean() if kind == "mae" else np.sqrt((error**2).mean()))
+    assert values.keys() == expected.keys()  # nothing for "high": it never had a label
+    for name, value in expected.items():
+        assert values[name] == pytest.approx(value, rel=1e-6), name
+    metrics.reset()
+    assert metrics.compute() == {}
 
 
 # --- 7. targets ---------------------------------------------------------------------------------------------
