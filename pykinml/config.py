@@ -92,6 +92,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     threads: int = 1
+    shared_memory_allreduce: bool = True
     max_epochs: int = 100
     max_time: str | None = None
     gradient_clip_val: float | None = None

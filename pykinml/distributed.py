@@ -19,6 +19,7 @@ import lightning as L
 import torch.distributed as dist
 
 from pykinml.errors import PykinmlError
+from pykinml.shared_memory_allreduce import LOST_PEER_SIGN, SharedMemoryAllReduce
 
 #: Set by the first process for the processes Lightning starts (they inherit its environment).
 RUN_DIR_VARIABLE = "PYKINML_RUN_DIR"
@@ -94,12 +95,14 @@ class ProcessRecord(L.Callback):
             "processes_per_node": trainer.num_devices,
             "launched_by": type(environment).__name__ if environment is not None else None,
             "backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None,
+            "gradient_allreduce": _allreduce(trainer),
             "ranks": sorted(ranks, key=lambda record: record["rank"]),
         }
 
 
 #: How gloo and NCCL report a peer that went away (crashed, killed, or its node failed).
-_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "communicator was aborted")
+_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "communicator was aborted",
+              LOST_PEER_SIGN)
 
 
 def lost_peer(error: BaseException) -> str | None:
@@ -115,13 +118,24 @@ def lost_peer(error: BaseException) -> str | None:
     )
 
 
+def _allreduce(trainer: L.Trainer) -> str | None:
+    """How the ranks averaged their gradients: ``shared memory`` or the backend's all-reduce (one process: None)."""
+    if trainer.world_size <= 1:
+        return None
+    shared = next((c for c in trainer.callbacks if isinstance(c, SharedMemoryAllReduce)), None)
+    if shared is not None and shared.used:
+        return "shared memory"
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
+
+
 def describe(processes: dict) -> str:
     """One line for the end of a multi-process run: how it was launched and what each rank trained on."""
     shares = ", ".join(str(record["last_epoch_train_structures"]) for record in processes["ranks"])
     hosts = sorted({record["slurm_node"] or record["host"] for record in processes["ranks"]})
     return (
         f"processes: {processes['world_size']} ({processes['num_nodes']} node(s) x {processes['processes_per_node']}, "
-        f"{processes['launched_by']}, {processes['backend']}) on {', '.join(hosts)}; "
+        f"{processes['launched_by']}, {processes['backend']}, gradients all-reduced by {processes['gradient_allreduce']}) "
+        f"on {', '.join(hosts)}; "
         f"training structures per process in the last epoch: {shares}"
     )
 

@@ -33,6 +33,7 @@ from pykinml.db.connection import open_engine
 from pykinml.distributed import ProcessRecord, default_run_dir, describe, shared_run_dir
 from pykinml.errors import PykinmlError
 from pykinml.files import write_atomically
+from pykinml.shared_memory_allreduce import SharedMemoryAllReduce
 from pykinml.tasks.fidelity import task_class
 
 
@@ -123,6 +124,7 @@ def _strategy(name: str):
 
 def _trainer(config: dict, run_dir: Path, callbacks: list) -> L.Trainer:
     settings = config["trainer"]
+    callbacks = [*callbacks, SharedMemoryAllReduce(bool(settings["shared_memory_allreduce"]))]
     return L.Trainer(
         accelerator=settings["accelerator"], devices=settings["devices"], num_nodes=settings["num_nodes"],
         strategy=_strategy(settings["strategy"]), max_epochs=settings["max_epochs"], max_time=settings["max_time"],

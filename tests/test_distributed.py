@@ -127,7 +127,27 @@ def test_two_torchrun_processes_train_the_same_weights_as_one(workdir, one_proce
     processes = check_processes(workdir / "two", "TorchElasticEnvironment", nodes=1)
     assert [record["local_rank"] for record in processes["ranks"]] == [0, 1]
     assert out.count("test gfn2: energy RMSE") == 1  # rank 0 alone reports
-    assert "processes: 2 (1 node(s) x 2, TorchElasticEnvironment, gloo)" in out
+    assert "processes: 2 (1 node(s) x 2, TorchElasticEnvironment, gloo, gradients all-reduced by shared memory)" in out
+
+
+def test_lightning_ddp_averages_gradients_in_shared_memory_exactly_as_gloo(workdir, one_process):
+    """Two CPU processes on one machine all-reduce through a shared-memory file; with it switched off, gloo
+    does. Both must train the one-process weights, and the same bits as each other (the sum of two halves
+    is the same in either order)."""
+    runs = {}
+    for name, switch in (("shared", "true"), ("gloo", "false")):
+        command = [str(BIN / "pykinml-train"), "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                   f"trainer.shared_memory_allreduce={switch}", *overrides(workdir, f"lightning-{name}", GLOBAL_BATCH // 2)]
+        code, out = finish(start(command, workdir))
+        assert code == 0, out
+        runs[name] = workdir / f"lightning-{name}"
+        check_same_training(one_process, runs[name])
+        check_processes(runs[name], "LightningEnvironment", nodes=1)
+    assert metrics(runs["shared"])["processes"]["gradient_allreduce"] == "shared memory"
+    assert metrics(runs["gloo"])["processes"]["gradient_allreduce"] == "gloo"
+    shared, gloo = weights(runs["shared"]), weights(runs["gloo"])
+    assert all(torch.equal(shared[name], gloo[name]) for name in shared)
+    assert not list(Path("/dev/shm").glob("pykinml-allreduce-*"))  # the file went once every process had it
 
 
 def test_two_nodes_with_torchrun_static_rendezvous(workdir, one_process):
@@ -144,6 +164,7 @@ def test_two_nodes_with_torchrun_static_rendezvous(workdir, one_process):
         assert code == 0, out
     check_same_training(one_process, workdir / "nodes")
     processes = check_processes(workdir / "nodes", "TorchElasticEnvironment", nodes=2)
+    assert processes["gradient_allreduce"] == "gloo"  # two nodes: no memory in common
     assert [record["node_rank"] for record in processes["ranks"]] == [0, 1]
     assert "test gfn2: energy RMSE" in results[0][1] and "test gfn2: energy RMSE" not in results[1][1]
 
@@ -268,7 +289,7 @@ def test_sbatch_template_trains_on_two_slurm_nodes_and_resumes_after_requeue(tmp
     assert [(r["rank"], r["slurm_node"]) for r in processes["ranks"]] == [(0, "node1"), (1, "node2")]
     assert [r["last_epoch_train_structures"] for r in processes["ranks"]] == [240, 240]  # 480 training structures
     assert out.count("test gfn2: energy RMSE") == 1
-    assert "processes: 2 (2 node(s) x 1, SLURMEnvironment, gloo) on node1, node2" in out
+    assert "processes: 2 (2 node(s) x 1, SLURMEnvironment, gloo, gradients all-reduced by gloo) on node1, node2" in out
     # The first start's log, and the resumed one's beside it.
     assert (run_dir / "logs" / "metrics.csv").is_file()
     assert len(list((run_dir / "logs").glob("resumed-*/metrics.csv"))) == 1

@@ -1,0 +1,165 @@
+"""DDP's gradient all-reduce through shared memory, for data-parallel training on the CPU cores of one machine.
+
+Gloo all-reduces over loopback TCP: about 2 ms per call here whatever the size (0.6 ms for one number),
+where a training step of a small potential takes 15–20 ms. Processes on one machine can instead meet in one
+shared-memory file: each copies its gradients (already divided by the number of processes, as DDP's own hook
+does) into its slot, publishes a step counter, waits until every counter has arrived, and sums the slots in
+rank order, so every rank gets the same bits. 0.14 ms per call for 25,000 floats (bench: bench/ddp.py).
+
+It is used only where it is safe: every process on one host (one node), on CPUs, on x86-64 (whose memory
+order makes "data, then counter" visible in that order; elsewhere gloo is kept), Linux with /dev/shm and
+/proc. Everywhere else, and with ``trainer.shared_memory_allreduce=false``, DDP's gloo or NCCL all-reduce runs.
+A process that died is noticed within a tenth of a second (its /proc entry is gone or a zombie), and the wait
+ends with the same "lost contact" error gloo gives.
+"""
+
+import os
+import platform
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+#: Bytes between step counters: each rank's counter on a cache line of its own.
+_COUNTER_STRIDE = 64
+#: How often a waiting process checks that the others are still alive (seconds).
+_LIVENESS_INTERVAL = 0.1
+#: What :func:`pykinml.distributed.lost_peer` recognises in the error raised when a peer died.
+LOST_PEER_SIGN = "shared-memory all-reduce: training process"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a killed child that its parent has not reaped yet is a zombie: dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+class SharedMemoryAllReduce(L.Callback):
+    """The state of :func:`shared_memory_allreduce_hook`: opened by every rank when fitting starts, closed at the end.
+
+    ``active`` is decided by all ranks together (an all-reduce of each rank's verdict), so either every rank
+    uses shared memory or every rank uses the backend's all-reduce.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.active = False
+        self.used = False  # whether the last fit averaged its gradients here (kept after the fit, for the record)
+        self.rank = self.world = 0
+        self.pids: list[int] = []
+        self.sequence = 0
+        self._file: torch.Tensor | None = None
+        self._capacity = 0
+
+    # --- Lightning hooks ------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.connect(trainer, pl_module)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registers communication hooks on CUDA only; DDP has wrapped the module by now.
+        model = trainer.strategy.model
+        if self.active and isinstance(model, DistributedDataParallel):
+            model.register_comm_hook(self, shared_memory_allreduce_hook)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.active, self._file = False, None
+
+    # --- opening the shared file ----------------------------------------------------------------------
+    def _eligible(self, trainer: L.Trainer) -> bool:
+        return (self.enabled and trainer.world_size > 1 and trainer.num_nodes == 1
+                and trainer.strategy.root_device.type == "cpu" and dist.is_available() and dist.is_initialized()
+                and platform.system() == "Linux" and platform.machine().lower() in ("x86_64", "amd64")
+                and Path("/proc/self/stat").exists())
+
+    def connect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Rank 0 creates the file and names it to the others; all agree whether every rank could use it."""
+        self.active = self.used = False
+        self._file, self.sequence = None, 0
+        if not (dist.is_available() and dist.is_initialized() and trainer.world_size > 1):
+            return
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        # Room for every gradient in double precision: a slot per rank, twice (alternate steps; see the hook).
+        self._capacity = 8 * sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        size = _COUNTER_STRIDE * self.world + 2 * self.world * self._capacity
+        eligible = self._eligible(trainer)
+        path = None
+        if self.rank == 0 and eligible:
+            directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            handle, path = tempfile.mkstemp(prefix="pykinml-allreduce-", dir=directory)
+            os.ftruncate(handle, size)
+            os.close(handle)
+        shared = [path, socket.gethostname()]
+        dist.broadcast_object_list(shared, src=0)
+        peers: list = [None] * self.world
+        dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
+        ok = eligible and shared[0] is not None and all(host == shared[1] for host, _ in peers)
+        ok = ok and all(_alive(pid) for _, pid in peers)
+        if ok:
+            try:
+                self._file = torch.from_file(shared[0], shared=True, size=size, dtype=torch.uint8)
+            except (OSError, RuntimeError):
+                ok = False
+        verdict = torch.tensor([1 if ok else 0], dtype=torch.int32)
+        dist.all_reduce(verdict, op=dist.ReduceOp.MIN)
+        dist.barrier()  # every rank has mapped the file (or given up) before it goes
+        if self.rank == 0 and path is not None:
+            os.unlink(path)  # the mappings keep it; nothing is left behind if a process dies
+        self.active = self.used = bool(verdict.item())
+        self.pids = [pid for _, pid in peers]
+        if not self.active:
+            self._file = None
+
+    # --- the all-reduce ---------------------------------------------------------------------------------
+    def _counters(self) -> torch.Tensor:
+        return self._file[: _COUNTER_STRIDE * self.world].view(torch.int64)[:: _COUNTER_STRIDE // 8]
+
+    def _slots(self, parity: int, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        """(world, numel) slots of this step's parity, in ``dtype``."""
+        start = _COUNTER_STRIDE * self.world + parity * self.world * self._capacity
+        block = self._file[start: start + self.world * self._capacity].view(self.world, self._capacity)
+        width = numel * torch.empty((), dtype=dtype).element_size()
+        return block[:, :width].view(dtype)
+
+    def reduce(self, gradients: torch.Tensor) -> torch.Tensor:
+        """Average ``gradients`` (a flat bucket) over the ranks, in place; every rank ends with the same values."""
+        if gradients.numel() * gradients.element_size() > self._capacity:
+            raise RuntimeError(f"a gradient bucket of {gradients.numel()} values exceeds the shared buffer")
+        self.sequence += 1
+        # Slots alternate between steps: a rank writes step s + 2 only after every rank announced step s + 1,
+        # and each rank announces s + 1 only after it has read step s's slots.
+        slots = self._slots(self.sequence % 2, gradients.dtype, gradients.numel())
+        gradients.div_(self.world)
+        slots[self.rank].copy_(gradients)
+        counters = self._counters()
+        counters[self.rank] = self.sequence
+        self._wait(counters)
+        torch.sum(slots, dim=0, out=gradients)
+        return gradients
+
+    def _wait(self, counters: torch.Tensor) -> None:
+        checked = time.monotonic()
+        while int(counters.min()) < self.sequence:
+            os.sched_yield()  # give the core away if another process needs it (more processes than cores)
+            now = time.monotonic()
+            if now - checked > _LIVENESS_INTERVAL:
+                checked = now
+                for rank, pid in enumerate(self.pids):
+                    if int(counters[rank]) < self.sequence and not _alive(pid):
+                        raise RuntimeError(f"{LOST_PEER_SIGN} {rank} (pid {pid}) ended while the others waited for its gradients")
+
+
+def shared_memory_allreduce_hook(state: SharedMemoryAllReduce, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP communication hook (registered only where the shared file is open on every rank): the average."""
+    future: torch.futures.Future = torch.futures.Future()
+    future.set_result(state.reduce(bucket.buffer()))
+    return future
