@@ -363,6 +363,14 @@ def test_squared_error_mask_and_scale():
     scale = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert float(squared_error(prediction, target, mask, scale)) == pytest.approx((1 + 0 + 1) / 3)
     assert squared_error(prediction, target, torch.zeros(4, dtype=torch.bool)) is None
+    # Per-atom rows of forces: the mean over every component of the rows kept; a NaN in a row left out
+    # changes neither the value nor the gradient.
+    forces = torch.tensor([[1.0, 2.0, 3.0], [float("nan"), 0.0, 0.0], [0.0, 0.0, 2.0]], requires_grad=True)
+    rows = torch.tensor([True, False, True])
+    value = squared_error(forces, torch.zeros(3, 3), rows)
+    assert float(value.detach()) == pytest.approx((1 + 4 + 9 + 4) / 6)
+    (gradient,) = torch.autograd.grad(value, forces)
+    assert torch.equal(gradient, torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]]) * 2 / 6)
 
 
 # --- 6. training steps ------------------------------------------------------------------------------------

@@ -16,12 +16,15 @@ WEIGHTINGS = ("uncertainty", "fixed")
 
 def squared_error(prediction: Tensor, target: Tensor, mask: Tensor, scale: Tensor | None = None) -> Tensor | None:
     """Mean squared error over the rows where ``mask`` holds (``None`` if none does); rows divided by ``scale``."""
-    if not bool(mask.any()):
+    count = int(mask.sum())
+    if count == 0:
         return None
-    diff = prediction[mask] - target[mask]
+    rows = mask.reshape(mask.shape + (1,) * (prediction.dim() - mask.dim()))
+    diff = prediction - target
     if scale is not None:
-        diff = diff / scale[mask]
-    return (diff * diff).mean()
+        diff = diff / scale.reshape(rows.shape)
+    diff = torch.where(rows, diff, 0.0)  # masking by selection would gather rows forward and scatter them back
+    return (diff * diff).sum() / (count * (diff.numel() // max(1, mask.numel())))
 
 
 class TaskWeights(nn.Module):
