@@ -33,6 +33,12 @@ _LIVENESS_INTERVAL = 0.1
 LOST_PEER_SIGN = "shared-memory all-reduce: training process"
 
 
+def supported() -> bool:
+    """Linux on x86-64, with /dev/shm and /proc: where the file, the liveness checks and the memory order hold."""
+    return (platform.system() == "Linux" and platform.machine().lower() in ("x86_64", "amd64")
+            and os.path.isdir("/dev/shm") and os.path.exists("/proc/self/stat"))
+
+
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a killed child that its parent has not reaped yet is a zombie: dead)."""
     try:
@@ -75,35 +81,33 @@ class SharedMemoryAllReduce(L.Callback):
             self.active, self._file = False, None
 
     # --- opening the shared file ----------------------------------------------------------------------
-    def _eligible(self, trainer: L.Trainer) -> bool:
-        return (self.enabled and trainer.world_size > 1 and trainer.num_nodes == 1
-                and trainer.strategy.root_device.type == "cpu" and dist.is_available() and dist.is_initialized()
-                and platform.system() == "Linux" and platform.machine().lower() in ("x86_64", "amd64")
-                and Path("/proc/self/stat").exists())
-
     def connect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Rank 0 creates the file and names it to the others; all agree whether every rank could use it."""
+        """Open the file for a fit (every rank calls this), sized for the module's trainable parameters."""
         self.active = self.used = False
+        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
+            values = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+            eligible = self.enabled and trainer.num_nodes == 1 and trainer.strategy.root_device.type == "cpu"
+            self.open(values, eligible)
+
+    def open(self, values: int, eligible: bool = True) -> bool:
+        """Every rank of the default process group calls this, for buckets of up to ``values`` numbers: rank 0
+        creates the file and names it to the others; all agree whether every rank could use it (the answer)."""
         self._file, self.sequence = None, 0
-        if not (dist.is_available() and dist.is_initialized() and trainer.world_size > 1):
-            return
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        # Room for every gradient in double precision: a slot per rank, twice (alternate steps; see the hook).
-        self._capacity = 8 * sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        # Room for every gradient in double precision: a slot per rank, twice (alternate steps; see reduce).
+        self._capacity = 8 * values
         size = _COUNTER_STRIDE * self.world + 2 * self.world * self._capacity
-        eligible = self._eligible(trainer)
+        eligible = eligible and supported()
         path = None
         if self.rank == 0 and eligible:
-            directory = "/dev/shm" if os.path.isdir("/dev/shm") else None
-            handle, path = tempfile.mkstemp(prefix="pykinml-allreduce-", dir=directory)
+            handle, path = tempfile.mkstemp(prefix="pykinml-allreduce-", dir="/dev/shm")
             os.ftruncate(handle, size)
             os.close(handle)
         shared = [path, socket.gethostname()]
         dist.broadcast_object_list(shared, src=0)
         peers: list = [None] * self.world
         dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
-        ok = eligible and shared[0] is not None and all(host == shared[1] for host, _ in peers)
-        ok = ok and all(_alive(pid) for _, pid in peers)
+        ok = eligible and shared[0] is not None and all(host == shared[1] and _alive(pid) for host, pid in peers)
         if ok:
             try:
                 self._file = torch.from_file(shared[0], shared=True, size=size, dtype=torch.uint8)
@@ -112,12 +116,13 @@ class SharedMemoryAllReduce(L.Callback):
         verdict = torch.tensor([1 if ok else 0], dtype=torch.int32)
         dist.all_reduce(verdict, op=dist.ReduceOp.MIN)
         dist.barrier()  # every rank has mapped the file (or given up) before it goes
-        if self.rank == 0 and path is not None:
+        if path is not None:
             os.unlink(path)  # the mappings keep it; nothing is left behind if a process dies
         self.active = self.used = bool(verdict.item())
         self.pids = [pid for _, pid in peers]
         if not self.active:
             self._file = None
+        return self.active
 
     # --- the all-reduce ---------------------------------------------------------------------------------
     def _counters(self) -> torch.Tensor:
