@@ -49,6 +49,23 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _create(size: int) -> str | None:
+    """A file of ``size`` bytes in /dev/shm with its pages reserved (a tmpfs too small to hold it would kill
+    the process with SIGBUS at the first write, not fail here), or None where that cannot be had."""
+    try:
+        handle, path = tempfile.mkstemp(prefix="pykinml-allreduce-", dir="/dev/shm")
+    except OSError:
+        return None
+    try:
+        os.posix_fallocate(handle, 0, size)
+    except OSError:
+        os.unlink(path)
+        return None
+    finally:
+        os.close(handle)
+    return path
+
+
 class SharedMemoryAllReduce(L.Callback):
     """The state of :func:`shared_memory_allreduce_hook`: opened by every rank when fitting starts, closed at the end.
 
@@ -85,30 +102,26 @@ class SharedMemoryAllReduce(L.Callback):
     def connect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Open the file for a fit (every rank calls this), sized for the module's trainable parameters."""
         self.active = self.used = False
-        if dist.is_available() and dist.is_initialized() and trainer.world_size > 1:
-            values = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-            eligible = self.enabled and trainer.num_nodes == 1 and trainer.strategy.root_device.type == "cpu"
-            self.open(values, eligible)
+        # Conditions every rank sees alike (the process group is gloo then: NCCL would need CUDA tensors below).
+        if (self.enabled and dist.is_available() and dist.is_initialized() and trainer.world_size > 1
+                and trainer.num_nodes == 1 and trainer.strategy.root_device.type == "cpu" and supported()):
+            self.open(sum(p.numel() for p in pl_module.parameters() if p.requires_grad))
 
-    def open(self, values: int, eligible: bool = True) -> bool:
-        """Every rank of the default process group calls this, for buckets of up to ``values`` numbers: rank 0
-        creates the file and names it to the others; all agree whether every rank could use it (the answer)."""
+    def open(self, values: int) -> bool:
+        """Every rank of the default (CPU) process group calls this, for buckets of up to ``values`` numbers:
+        rank 0 creates the file and names it to the others; all agree whether every rank could use it (the
+        answer)."""
         self._file, self.sequence = None, 0
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         # Room for every gradient in double precision: a slot per rank, twice (alternate steps; see reduce).
         self._capacity = 8 * values
         size = _COUNTER_STRIDE * self.world + 2 * self.world * self._capacity
-        eligible = eligible and supported()
-        path = None
-        if self.rank == 0 and eligible:
-            handle, path = tempfile.mkstemp(prefix="pykinml-allreduce-", dir="/dev/shm")
-            os.ftruncate(handle, size)
-            os.close(handle)
+        path = _create(size) if self.rank == 0 and supported() else None
         shared = [path, socket.gethostname()]
         dist.broadcast_object_list(shared, src=0)
         peers: list = [None] * self.world
         dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
-        ok = eligible and shared[0] is not None and all(host == shared[1] and _alive(pid) for host, pid in peers)
+        ok = shared[0] is not None and all(host == shared[1] and _alive(pid) for host, pid in peers)
         if ok:
             try:
                 self._file = torch.from_file(shared[0], shared=True, size=size, dtype=torch.uint8)

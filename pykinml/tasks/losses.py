@@ -14,12 +14,17 @@ from pykinml.errors import PykinmlError
 WEIGHTINGS = ("uncertainty", "fixed")
 
 
+def row_mask(mask: Tensor, values: Tensor) -> Tensor:
+    """``mask`` (one flag per row) shaped to broadcast over ``values``' rows (per-atom force rows, 3×3 stress)."""
+    return mask.reshape(mask.shape + (1,) * (values.dim() - mask.dim()))
+
+
 def squared_error(prediction: Tensor, target: Tensor, mask: Tensor, scale: Tensor | None = None) -> Tensor | None:
     """Mean squared error over the rows where ``mask`` holds (``None`` if none does); rows divided by ``scale``."""
     count = int(mask.sum())
     if count == 0:
         return None
-    rows = mask.reshape(mask.shape + (1,) * (prediction.dim() - mask.dim()))
+    rows = row_mask(mask, prediction)
     diff = prediction - target
     if scale is not None:
         diff = diff / scale.reshape(rows.shape)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from pykinml.tasks.losses import row_mask
 from pykinml.units import EV_A3_GPA, KCAL_MOL_EV
 
 #: metric suffix -> (accumulator, factor from eV-based units)
@@ -55,8 +56,7 @@ class ErrorSums(Metric):
 
 def _error_sums(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """(Σ|p − t|, Σ(p − t)², count) over the rows where ``mask`` holds (all components of those rows)."""
-    rows = mask.reshape(mask.shape + (1,) * (prediction.dim() - mask.dim()))
-    error = torch.where(rows, prediction.detach().double() - target.detach().double(), 0.0)
+    error = torch.where(row_mask(mask, prediction), prediction.detach().double() - target.detach().double(), 0.0)
     count = mask.sum() * math.prod(prediction.shape[mask.dim():])
     return torch.stack([error.abs().sum(), (error * error).sum(), count.double()])
 
