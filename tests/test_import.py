@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 
 import ase.io
@@ -134,7 +135,7 @@ def _assert_legacy_intact(db_url: str, path, level_of: dict[int, str]) -> None:
                    structure_table.c.name)
             .join(structure_table, structure_table.c.id == provenance_table.c.structure_id)
             .join(source_table, source_table.c.id == provenance_table.c.source_id)
-            .where(source_table.c.path == str(path.resolve()))
+            .where(source_table.c.path == os.path.abspath(path))  # as the importer records it (symlinks kept)
         ).all()
     structure_of = {index: (sid, temp, name) for index, sid, temp, name in rows}
     assert sorted(structure_of) == [row[0] for row in xyz]
