@@ -128,6 +128,15 @@ def _allreduce(trainer: L.Trainer) -> str | None:
     return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
+def leave_process_group() -> None:
+    """End a finished multi-process run together: every rank waits for the others, then closes the process
+    group. A rank that exits while another still talks to it can be aborted by gloo's threads at exit
+    ("terminate called without an active exception", seen once with two torchrun nodes)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def describe(processes: dict) -> str:
     """One line for the end of a multi-process run: how it was launched and what each rank trained on."""
     shares = ", ".join(str(record["last_epoch_train_structures"]) for record in processes["ranks"])
@@ -140,4 +149,4 @@ def describe(processes: dict) -> str:
     )
 
 
-__all__ = ["ProcessRecord", "default_run_dir", "describe", "lost_peer", "shared_run_dir"]
+__all__ = ["ProcessRecord", "default_run_dir", "describe", "leave_process_group", "lost_peer", "shared_run_dir"]

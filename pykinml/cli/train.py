@@ -42,12 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.cfg:
             print(OmegaConf.to_yaml(config, resolve=True), end="")
             return 0
-        from pykinml.distributed import lost_peer
+        from pykinml.distributed import leave_process_group, lost_peer
         from pykinml.train import quiet_lightning, train
 
         quiet_lightning()
         try:
             train(config)
+            leave_process_group()
         except (RuntimeError, OSError) as exc:  # under DDP: another process died; say so in one line, not a hang
             reason = lost_peer(exc)
             if reason is None:
