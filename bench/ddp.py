@@ -100,13 +100,13 @@ def _allreduce_rank(rank: int, world: int, port: int, calls: int, out: str) -> N
     import torch
     import torch.distributed as dist
 
-    from pykinml.shared_memory_allreduce import SharedMemoryAllReduce, supported
+    from pykinml.shared_memory_allreduce import SharedMemoryAllReduce
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     values = 2 * (224 * 48 + 48 + 48 * 24 + 24 + 24 * 12 + 12 + 12 + 1)  # 224-48-24-12-1 networks for C and H
     shared = SharedMemoryAllReduce()
-    if not (supported() and shared.open(values)):
+    if not shared.open(values):
         raise SystemExit("shared-memory all-reduce is not available here (Linux on x86-64 with /dev/shm)")
     gradients = torch.randn(values, generator=torch.Generator().manual_seed(rank))
     expected = sum(torch.randn(values, generator=torch.Generator().manual_seed(r)) for r in range(world)) / world

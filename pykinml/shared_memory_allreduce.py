@@ -5,7 +5,7 @@ training step of a small potential takes 15–20 ms. Processes on one machine ca
 shared-memory file: each copies its gradients (already divided by the number of processes, as DDP's own hook
 does) into its slot, publishes a step counter, waits until every counter has arrived, and sums the slots in
 rank order, so every rank gets the same bits. 0.15–0.22 ms per call for the 98 kB of the C5H5 networks, where
-gloo took 2.2–3.3 ms (``python bench/ddp.py allreduce``).
+gloo took 1.9–3.3 ms (``python bench/ddp.py allreduce``).
 
 It is used only where it is safe: every process on one host (one node), on CPUs, on x86-64 (whose memory
 order makes "data, then counter" visible in that order; elsewhere gloo is kept), Linux with /dev/shm and
