@@ -1,4 +1,4 @@
-"""The one exception type that the command-line tools turn into a one-line message and exit code 2."""
+"""The exceptions the command-line tools turn into one line and an exit code: bad input (2), termination (143)."""
 
 
 class PykinmlError(Exception):
@@ -9,3 +9,12 @@ class PykinmlError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+class TrainingTerminated(Exception):
+    """Training stopped on SIGTERM (a scheduler's time limit or preemption, ``kill``): exit code 128 + 15.
+
+    The message says after which step, and how to resume from the last checkpoint.
+    """
+
+    EXIT_CODE = 143

@@ -12,6 +12,13 @@ order makes "data, then counter" visible in that order; elsewhere gloo is kept),
 /proc. Everywhere else, and with ``trainer.shared_memory_allreduce=false``, DDP's gloo or NCCL all-reduce runs.
 A process that died is noticed within a tenth of a second (its /proc entry is gone or a zombie), and the wait
 ends with the same "lost contact" error gloo gives.
+
+SIGTERM rides along too. Lightning (2.5+) broadcasts rank 0's SIGTERM flag over the process group before every
+training step, and again from its signal handler: a gloo round trip and a second meeting of the ranks per
+step, which took a third of a C5H5 step on 2 cores (Lightning-AI/pytorch-lightning#21487). Here each rank
+publishes its flag with its gradients instead; once any rank's flag arrives, every rank marks the trainer as
+terminated after that same step's all-reduce, so all of them stop at the end of that step together (one step
+after the signal at most) and no rank waits in a collective for another that left.
 """
 
 import os
@@ -22,6 +29,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -80,8 +88,11 @@ class SharedMemoryAllReduce(L.Callback):
         self.rank = self.world = 0
         self.pids: list[int] = []
         self.sequence = 0
+        self.terminate = False  # this process received SIGTERM (published with its next gradients)
         self._file: torch.Tensor | None = None
         self._capacity = 0
+        self._trainer: pl.Trainer | None = None
+        self._replaced: list[tuple[object, str]] = []
 
     # --- Lightning hooks ------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -96,7 +107,10 @@ class SharedMemoryAllReduce(L.Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            self.active, self._file = False, None
+            self.active, self._file, self._trainer = False, None, None
+            for owner, name in self._replaced:
+                vars(owner).pop(name, None)  # Lightning's own methods again (a later test or fit)
+            self._replaced = []
 
     # --- opening the shared file ----------------------------------------------------------------------
     def connect(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -105,7 +119,33 @@ class SharedMemoryAllReduce(L.Callback):
         # Conditions every rank sees alike (the process group is gloo then: NCCL would need CUDA tensors below).
         if (self.enabled and dist.is_available() and dist.is_initialized() and trainer.world_size > 1
                 and trainer.num_nodes == 1 and trainer.strategy.root_device.type == "cpu" and supported()):
-            self.open(sum(p.numel() for p in pl_module.parameters() if p.requires_grad))
+            if self.open(sum(p.numel() for p in pl_module.parameters() if p.requires_grad)):
+                self._take_over_sigterm(trainer)
+
+    def _take_over_sigterm(self, trainer: L.Trainer) -> None:
+        """Replace Lightning's per-step SIGTERM broadcast, and the broadcast in its signal handler, by the flags
+        published with the gradients (before Lightning installs its handlers, which happens after setup).
+        A Lightning without these methods keeps its own handling."""
+        connector, loop = trainer._signal_connector, trainer.fit_loop.epoch_loop
+        if not (callable(getattr(connector, "_sigterm_notifier_fn", None))
+                and callable(getattr(loop, "_broadcast_sigterm_tensor", None))):
+            return
+        self._trainer, self.terminate = trainer, False
+        connector._sigterm_notifier_fn = self._note_sigterm
+        loop._broadcast_sigterm_tensor = _decided_with_the_gradients
+        self._replaced = [(connector, "_sigterm_notifier_fn"), (loop, "_broadcast_sigterm_tensor")]
+
+    def _note_sigterm(self, signum, frame) -> None:
+        """SIGTERM handler: what Lightning's does (pass the signal on to the processes this one launched, once),
+        without its collective; the flag goes out with the next gradients."""
+        trainer = self._trainer
+        if trainer is None:
+            return
+        if not self.terminate and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+        self.terminate = True
+        if not trainer.training:  # validation or test: no gradients come; Lightning's loops read the flag
+            trainer._signal_connector.received_sigterm = True
 
     def open(self, values: int) -> bool:
         """Every rank of the default (CPU) process group calls this, for buckets of up to ``values`` numbers:
@@ -139,8 +179,9 @@ class SharedMemoryAllReduce(L.Callback):
         return self.active
 
     # --- the all-reduce ---------------------------------------------------------------------------------
-    def _counters(self) -> torch.Tensor:
-        return self._file[: _COUNTER_STRIDE * self.world].view(torch.int64)[:: _COUNTER_STRIDE // 8]
+    def _header(self) -> torch.Tensor:
+        """(world, 8) int64, a cache line per rank: [0] its step counter, [1 + parity] its SIGTERM flag."""
+        return self._file[: _COUNTER_STRIDE * self.world].view(torch.int64).view(self.world, _COUNTER_STRIDE // 8)
 
     def _slots(self, parity: int, dtype: torch.dtype, numel: int) -> torch.Tensor:
         """(world, numel) slots of this step's parity, in ``dtype``."""
@@ -159,10 +200,14 @@ class SharedMemoryAllReduce(L.Callback):
         slots = self._slots(self.sequence % 2, gradients.dtype, gradients.numel())
         gradients.div_(self.world)
         slots[self.rank].copy_(gradients)
-        counters = self._counters()
+        header = self._header()
+        flags, counters = header[:, 1 + self.sequence % 2], header[:, 0]
+        flags[self.rank] = int(self.terminate)  # alternates like the slots: read before anyone rewrites it
         counters[self.rank] = self.sequence
         self._wait(counters)
         torch.sum(slots, dim=0, out=gradients)
+        if self._trainer is not None and bool(flags.any()):
+            self._trainer._signal_connector.received_sigterm = True  # every rank, after the same step
         return gradients
 
     def _wait(self, counters: torch.Tensor) -> None:
@@ -175,6 +220,10 @@ class SharedMemoryAllReduce(L.Callback):
                 for rank, pid in enumerate(self.pids):
                     if int(counters[rank]) < self.sequence and not _alive(pid):
                         raise RuntimeError(f"{LOST_PEER_SIGN} {rank} (pid {pid}) ended while the others waited for its gradients")
+
+
+def _decided_with_the_gradients() -> None:
+    """Stands in for Lightning's per-step SIGTERM broadcast: the ranks agreed during the last all-reduce."""
 
 
 def shared_memory_allreduce_hook(state: SharedMemoryAllReduce, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:

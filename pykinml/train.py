@@ -20,6 +20,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from pykinml.aev.params import AEVParams
@@ -31,7 +32,7 @@ from pykinml.data.precompute import check_elements
 from pykinml.data.training import TrainingData, load_training_data
 from pykinml.db.connection import open_engine
 from pykinml.distributed import ProcessRecord, default_run_dir, describe, shared_run_dir
-from pykinml.errors import PykinmlError
+from pykinml.errors import PykinmlError, TrainingTerminated
 from pykinml.files import write_atomically
 from pykinml.shared_memory_allreduce import SharedMemoryAllReduce
 from pykinml.tasks.fidelity import task_class
@@ -167,6 +168,15 @@ def print_metrics(metrics: dict) -> None:
             print(line, flush=True)
 
 
+def _terminated(trainer: L.Trainer, run_dir: Path) -> str:
+    """What a process stopped by SIGTERM says: where it stopped and what to resume from."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume = (f"{last} holds the last finished epoch; resume with ckpt_path={last}" if last.is_file()
+              else "no epoch had finished, so there is no checkpoint to resume from")
+    return (f"process {trainer.global_rank} stopped by SIGTERM after {trainer.global_step} training steps "
+            f"(epoch {trainer.current_epoch}); {resume}")
+
+
 def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list | None = None) -> RunResult:
     """Run training as ``cfg`` (a composed, validated config) says; returns where it wrote and its metrics.
 
@@ -221,7 +231,10 @@ def train(cfg: DictConfig | dict, progress: bool | None = None, callbacks: list 
         write_atomically(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
     trainer = _trainer(config, run_dir, callbacks)
     with shared_run_dir(run_dir):
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        try:
+            trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        except SIGTERMException:
+            raise TrainingTerminated(_terminated(trainer, run_dir)) from None
     best_path = Path(best.best_model_path or run_dir / "checkpoints" / "last.ckpt")
     metrics: dict = {"fidelity": fidelity, "levels": levels, "best_checkpoint": str(best_path),
                      "epochs": int(trainer.current_epoch), "processes": record.gather(trainer)}

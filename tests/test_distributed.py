@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -212,6 +213,61 @@ def test_a_killed_process_ends_the_run_with_a_clear_error(workdir):
     assert len(errors) == 1 and "lost contact with another training process" in errors[0], out[-2000:]
     assert "Traceback" not in out
     assert not (workdir / "killed" / "metrics.json").exists()  # an unfinished run writes no final errors
+
+
+def shared_memory_files() -> set[str]:
+    return {name for name in os.listdir("/dev/shm") if name.startswith("pykinml-allreduce-")} if os.path.isdir("/dev/shm") else set()
+
+
+def start_until_training(workdir: Path, run_dir: str, *extra: str) -> subprocess.Popen:
+    """``pykinml-train`` with a long schedule, returned once an epoch has been checkpointed."""
+    main = start([str(BIN / "pykinml-train"), *overrides(workdir, run_dir, 8), "trainer.max_epochs=1000", *extra], workdir)
+    deadline = time.monotonic() + 120
+    while not (workdir / run_dir / "checkpoints" / "last.ckpt").exists():
+        if main.poll() is not None or time.monotonic() > deadline:
+            main.kill()
+            pytest.fail(f"training did not get under way:\n{main.communicate()[0][-3000:]}")
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few more steps: the signal lands mid-epoch
+    return main
+
+
+STOPPED = re.compile(r"^pykinml-train: process (\d) stopped by SIGTERM after (\d+) training steps \(epoch \d+\); "
+                     r"(\S+) holds the last finished epoch; resume with ckpt_path=\3$")
+
+
+@pytest.mark.parametrize("allreduce, signalled", [("true", "rank 0"), ("true", "rank 1"), ("false", "rank 0"), ("true", "one process")])
+def test_sigterm_stops_every_process_after_the_same_step(workdir, allreduce, signalled):
+    """SIGTERM (a scheduler's time limit, preemption, ``kill``) ends training at the end of a step, every process
+    at the same step even when only one of them got the signal, with exit code 143, one line per process that
+    says what to resume from, and nothing left in /dev/shm. With the shared-memory all-reduce the processes agree
+    through the flags sent with the gradients (Lightning's per-step broadcast is replaced); with gloo, Lightning's
+    own broadcast decides. Before, a SIGTERM to rank 0 left the run hanging or exited 0."""
+    before = shared_memory_files()
+    run_dir = f"sigterm-{allreduce}-{signalled.replace(' ', '-')}"
+    ddp = [] if signalled == "one process" else ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    main = start_until_training(workdir, run_dir, *ddp, f"trainer.shared_memory_allreduce={allreduce}")
+    try:
+        ranks = children(main.pid)
+        assert len(ranks) == (0 if signalled == "one process" else 1)
+        os.kill(ranks[0] if signalled == "rank 1" else main.pid, signal.SIGTERM)
+        signalled_at = time.monotonic()
+        code, out = finish(main, timeout=60)
+        while any(Path(f"/proc/{pid}").exists() for pid in ranks) and time.monotonic() - signalled_at < 30:
+            time.sleep(0.1)
+    finally:
+        if main.poll() is None:
+            main.kill()
+    assert code == 143 and time.monotonic() - signalled_at < 30, out[-3000:]
+    assert not any(Path(f"/proc/{pid}").exists() for pid in ranks)
+    stopped = [STOPPED.match(line) for line in out.splitlines() if "stopped by SIGTERM" in line]
+    assert all(stopped) and sorted(int(m[1]) for m in stopped) == list(range(1 + len(ranks))), out[-3000:]
+    assert len({m[2] for m in stopped}) == 1  # the same step on every process
+    assert "Traceback" not in out and "lost contact" not in out
+    checkpoint = torch.load(workdir / run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 0 < checkpoint["global_step"] <= int(stopped[0][2])
+    assert not (workdir / run_dir / "metrics.json").exists()
+    assert shared_memory_files() <= before
 
 
 # --- a real SLURM cluster: two slurmd "nodes" on this machine ---------------------------------------------

@@ -6,7 +6,8 @@
     pykinml-train --cfg fidelity=delta              # print the resolved config and exit
 
 Bad input (unknown key or level, empty selection, incompatible checkpoint, ...) is one line on stderr and
-exit code 2, before anything is written.
+exit code 2, before anything is written. SIGTERM stops training at the end of a step (every process of a
+multi-process run at the same step), says what to resume from, and exits with 143.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             print(OmegaConf.to_yaml(config, resolve=True), end="")
             return 0
         from pykinml.distributed import leave_process_group, lost_peer
+        from pykinml.errors import TrainingTerminated
         from pykinml.train import quiet_lightning, train
 
         quiet_lightning()
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"pykinml-train: error: {reason}", file=sys.stderr)
             return 1
+        except TrainingTerminated as stopped:
+            print(f"pykinml-train: {stopped}", file=sys.stderr)
+            return TrainingTerminated.EXIT_CODE
         return 0
 
     return report_errors("pykinml-train", run)
