@@ -17,8 +17,9 @@ SIGTERM rides along too. Lightning (2.5+) broadcasts rank 0's SIGTERM flag over 
 training step, and again from its signal handler: a gloo round trip and a second meeting of the ranks per
 step, which took a third of a C5H5 step on 2 cores (Lightning-AI/pytorch-lightning#21487). Here each rank
 publishes its flag with its gradients instead; once any rank's flag arrives, every rank marks the trainer as
-terminated after that same step's all-reduce, so all of them stop at the end of that step together (one step
-after the signal at most) and no rank waits in a collective for another that left.
+terminated after that same step's all-reduce, so all of them stop at the end of that step together (the first
+training step after the signal; one during validation waits for the next epoch's first step) and no rank waits
+in a collective for another that left.
 """
 
 import os
@@ -137,15 +138,15 @@ class SharedMemoryAllReduce(L.Callback):
 
     def _note_sigterm(self, signum, frame) -> None:
         """SIGTERM handler: what Lightning's does (pass the signal on to the processes this one launched, once),
-        without its collective; the flag goes out with the next gradients."""
+        without its collective; the flag goes out with the next gradients, so a signal during validation stops
+        the run after the next training step (and one after the last step lets the run finish)."""
         trainer = self._trainer
         if trainer is None:
             return
         if not self.terminate and trainer.strategy.launcher is not None:
             trainer.strategy.launcher.kill(signum)
-        self.terminate = True
-        if not trainer.training:  # validation or test: no gradients come; Lightning's loops read the flag
-            trainer._signal_connector.received_sigterm = True
+        self.terminate = True  # not received_sigterm: Lightning's loops would act on it here alone (e.g. after
+        # this rank's validation, while the others start the next epoch); the flags decide for all ranks at once
 
     def open(self, values: int) -> bool:
         """Every rank of the default (CPU) process group calls this, for buckets of up to ``values`` numbers:

@@ -219,9 +219,16 @@ def shared_memory_files() -> set[str]:
     return {name for name in os.listdir("/dev/shm") if name.startswith("pykinml-allreduce-")} if os.path.isdir("/dev/shm") else set()
 
 
-def start_until_training(workdir: Path, run_dir: str, *extra: str) -> subprocess.Popen:
+# Mostly validation: 10 training structures (one step per rank and epoch) and 85 validated one at a time.
+LONG_VALIDATION = ["data.split=ch4-long-validation", "data.split_fractions=[0.1,0.85,0.05]", "data.eval_batch_size=1"]
+
+
+def start_until_training(workdir: Path, run_dir: str, *extra: str, validating: bool = False) -> subprocess.Popen:
     """``pykinml-train`` with a long schedule, returned once an epoch has been checkpointed."""
-    main = start([str(BIN / "pykinml-train"), *overrides(workdir, run_dir, 8), "trainer.max_epochs=1000", *extra], workdir)
+    settings = overrides(workdir, run_dir, 8)
+    if validating:
+        settings = [item for item in settings if not item.startswith(("data.split", "data.eval_batch_size"))] + LONG_VALIDATION
+    main = start([str(BIN / "pykinml-train"), *settings, "trainer.max_epochs=1000", *extra], workdir)
     deadline = time.monotonic() + 120
     while not (workdir / run_dir / "checkpoints" / "last.ckpt").exists():
         if main.poll() is not None or time.monotonic() > deadline:
@@ -236,7 +243,8 @@ STOPPED = re.compile(r"^pykinml-train: process (\d) stopped by SIGTERM after (\d
                      r"(\S+) holds the last finished epoch; resume with ckpt_path=\3$")
 
 
-@pytest.mark.parametrize("allreduce, signalled", [("true", "rank 0"), ("true", "rank 1"), ("false", "rank 0"), ("true", "one process")])
+@pytest.mark.parametrize("allreduce, signalled", [("true", "rank 0"), ("true", "rank 1"), ("true", "rank 1 while validating"),
+                                                   ("false", "rank 0"), ("true", "one process")])
 def test_sigterm_stops_every_process_after_the_same_step(workdir, allreduce, signalled):
     """SIGTERM (a scheduler's time limit, preemption, ``kill``) ends training at the end of a step, every process
     at the same step even when only one of them got the signal, with exit code 143, one line per process that
@@ -246,11 +254,12 @@ def test_sigterm_stops_every_process_after_the_same_step(workdir, allreduce, sig
     before = shared_memory_files()
     run_dir = f"sigterm-{allreduce}-{signalled.replace(' ', '-')}"
     ddp = [] if signalled == "one process" else ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
-    main = start_until_training(workdir, run_dir, *ddp, f"trainer.shared_memory_allreduce={allreduce}")
+    main = start_until_training(workdir, run_dir, *ddp, f"trainer.shared_memory_allreduce={allreduce}",
+                                validating=signalled.endswith("validating"))
     try:
         ranks = children(main.pid)
         assert len(ranks) == (0 if signalled == "one process" else 1)
-        os.kill(ranks[0] if signalled == "rank 1" else main.pid, signal.SIGTERM)
+        os.kill(ranks[0] if signalled.startswith("rank 1") else main.pid, signal.SIGTERM)
         signalled_at = time.monotonic()
         code, out = finish(main, timeout=60)
         while any(Path(f"/proc/{pid}").exists() for pid in ranks) and time.monotonic() - signalled_at < 30:
