@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.build import molecule
 
 from pykinml.aev import AEVComputer, AEVParams, Structures, compute, dense, forces, pack_atoms
+from pykinml.aev.gather_contract import contract, gather_contract, scatter
 from pykinml.errors import PykinmlError
 
 from .torchani_reference import (
@@ -485,8 +486,9 @@ def test_forces_match_autograd():
 
 def test_force_contraction_backward_matches_the_dense_jacobian():
     """Training on forces back-propagates a loss on F = −Jᵀ·∂E/∂G into ∂E/∂G through the hand-written backward
-    of the angular contraction: it must equal autograd through the dense Jacobian, and pass gradcheck and
-    gradgradcheck (the backward is itself differentiated when a later loss term needs it)."""
+    of the angular contraction (:mod:`pykinml.aev.gather_contract`): it must equal autograd through the dense
+    Jacobian, and pass gradcheck and gradgradcheck (the backward is itself differentiated when a later loss term
+    needs it)."""
     packed = pack_atoms(PARAMS, force_batch(), F64)
     _, jacobian = compute(PARAMS, packed, jacobian=True)
     generator = torch.Generator().manual_seed(3)
@@ -503,6 +505,31 @@ def test_force_contraction_backward_matches_the_dense_jacobian():
     small = dE_dG[: few.species.numel()].detach().requires_grad_(True)  # CH4 alone
     assert torch.autograd.gradcheck(lambda g: forces(PARAMS, few.species, g, few_jacobian), (small,), fast_mode=True)
     assert torch.autograd.gradgradcheck(lambda g: forces(PARAMS, few.species, g, few_jacobian), (small,), fast_mode=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_gather_contract_kernels_equal_the_torch_operations(dtype):
+    """The numba kernels of the angular contraction and its transpose against the torch operations (an
+    independent formulation: gathered rows, vecdot, index_add) on random blocks whose rows repeat (many pairs
+    read and write the same row), in both dtypes; and gradcheck/gradgradcheck through the kernels."""
+    generator = torch.Generator().manual_seed(5)
+    blocks = torch.randn(700, 3, 64, dtype=dtype, generator=generator)
+    source = torch.randn(90, 64, dtype=dtype, generator=generator)
+    index = torch.randint(0, 90, (700,), generator=generator)
+    grad = torch.randn(700, 3, dtype=dtype, generator=generator)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    ours, reference = contract(blocks, source, index, kernels=True), contract(blocks, source, index, kernels=False)
+    assert ours.dtype == dtype and float(reference.abs().max()) > 1.0
+    assert torch.allclose(ours, reference, rtol=0, atol=tolerance * float(reference.abs().max()))
+    ours, reference = scatter(blocks, grad, index, 90, kernels=True), scatter(blocks, grad, index, 90, kernels=False)
+    assert torch.allclose(ours, reference, rtol=0, atol=tolerance * float(reference.abs().max()))
+    assert int((reference.abs().sum(dim=1) == 0).sum()) == int((torch.bincount(index, minlength=90) == 0).sum())
+    if dtype == F64:
+        few = (blocks[:40], source[:12].clone().requires_grad_(True), index[:40] % 12)
+        assert torch.autograd.gradcheck(lambda g: gather_contract(few[0], g, few[2]), (few[1],))
+        assert torch.autograd.gradgradcheck(lambda g: gather_contract(few[0], g, few[2]), (few[1],))
+    with pytest.raises(RuntimeError, match="blocks are data"):
+        gather_contract(blocks.requires_grad_(True), source, index)
 
 
 def test_forces_float32_agrees_with_float64():
