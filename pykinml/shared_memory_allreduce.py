@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import lightning.pytorch as pl
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -92,7 +91,7 @@ class SharedMemoryAllReduce(L.Callback):
         self.terminate = False  # this process received SIGTERM (published with its next gradients)
         self._file: torch.Tensor | None = None
         self._capacity = 0
-        self._trainer: pl.Trainer | None = None
+        self._trainer: L.Trainer | None = None
         self._replaced: list[tuple[object, str]] = []
 
     # --- Lightning hooks ------------------------------------------------------------------------------

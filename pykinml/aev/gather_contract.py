@@ -57,7 +57,8 @@ class _ScatterContract(torch.autograd.Function):
 def contract(blocks: Tensor, source: Tensor, index: Tensor, kernels: bool | None = None) -> Tensor:
     """The forward arithmetic; ``kernels``: numba (default on CPU) or torch operations."""
     if _use_kernels(blocks, kernels) and blocks.shape[2] > 0:
-        blocks, source, index = blocks.contiguous(), source.contiguous().to(blocks.dtype), index.contiguous()
+        dtype = torch.promote_types(blocks.dtype, source.dtype)  # as torch's operations would compute
+        blocks, source, index = blocks.contiguous().to(dtype), source.contiguous().to(dtype), index.contiguous()
         out = blocks.new_empty((blocks.shape[0], 3))
         _kernels().contract(blocks.numpy(), source.numpy(), index.numpy(), out.numpy())
         return out
@@ -67,7 +68,8 @@ def contract(blocks: Tensor, source: Tensor, index: Tensor, kernels: bool | None
 def scatter(blocks: Tensor, grad: Tensor, index: Tensor, rows: int, kernels: bool | None = None) -> Tensor:
     """The transpose, ``(rows, A)``; ``kernels``: numba (default on CPU) or torch operations."""
     if _use_kernels(blocks, kernels):
-        blocks, grad, index = blocks.contiguous(), grad.contiguous().to(blocks.dtype), index.contiguous()
+        dtype = torch.promote_types(blocks.dtype, grad.dtype)
+        blocks, grad, index = blocks.contiguous().to(dtype), grad.contiguous().to(dtype), index.contiguous()
         out = blocks.new_zeros((rows, blocks.shape[2]))
         _kernels().scatter(blocks.numpy(), grad.numpy(), index.numpy(), out.numpy())
         return out
