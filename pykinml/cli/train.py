@@ -13,6 +13,7 @@ multi-process run at the same step), says what to resume from, and exits with 14
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from pykinml.cli.errors import report_errors
@@ -29,6 +30,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config-name", "-cn", default="train", help="the primary config (default: train)")
     parser.add_argument("--cfg", action="store_true", help="print the resolved config and exit without training")
     return parser.parse_intermixed_args(argv)  # options may stand between overrides
+
+
+def _say(line: str) -> None:
+    """One line on stderr in one write: the processes of a run share stderr, and print's separate write of the
+    newline let two processes' lines run together."""
+    sys.stderr.flush()
+    os.write(sys.stderr.fileno(), f"{line}\n".encode())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             reason = lost_peer(exc)
             if reason is None:
                 raise
-            print(f"pykinml-train: error: {reason}", file=sys.stderr)
+            _say(f"pykinml-train: error: {reason}")
             return 1
         except TrainingTerminated as stopped:
-            print(f"pykinml-train: {stopped}", file=sys.stderr)
+            _say(f"pykinml-train: {stopped}")
             return TrainingTerminated.EXIT_CODE
         return 0
 
