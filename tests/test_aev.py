@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -530,6 +531,45 @@ def test_gather_contract_kernels_equal_the_torch_operations(dtype):
         assert torch.autograd.gradgradcheck(lambda g: gather_contract(few[0], g, few[2]), (few[1],))
     with pytest.raises(RuntimeError, match="blocks are data"):
         gather_contract(blocks.requires_grad_(True), source, index)
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_force_contraction_kernels_equal_the_torch_operations(dtype):
+    """∂E/∂x from ∂E/∂G in one numba pass over the pairs (and its transpose, the backward of a loss on forces)
+    against the torch operations (pair gradients gathered, contracted and index-added), on a real batch of
+    molecules and a cluster with four elements, in both dtypes; a float64 ∂E/∂G with float32 rows computes in
+    float64; gradcheck and gradgradcheck through the kernels."""
+    packed = pack_atoms(PARAMS, force_batch(), dtype)
+    _, jacobian = compute(PARAMS, packed, jacobian=True)
+    generator = torch.Generator().manual_seed(11)
+    n = packed.species.numel()
+    dE_dG = torch.randn(n, PARAMS.length, dtype=dtype, generator=generator)
+    weight = torch.randn(n, 3, dtype=dtype, generator=generator)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+
+    def forces_and_backward(kernels: bool, source: torch.Tensor):
+        source = source.clone().requires_grad_(True)
+        out = forces(PARAMS, packed.species, source, jacobian, kernels=kernels)
+        (back,) = torch.autograd.grad((out * weight.to(out.dtype)).sum(), source)
+        return out.detach(), back
+
+    for ours, reference in zip(forces_and_backward(True, dE_dG), forces_and_backward(False, dE_dG)):
+        assert ours.dtype == dtype and float(reference.abs().max()) > 1e-2
+        assert torch.allclose(ours, reference, rtol=0, atol=tolerance * float(reference.abs().max()))
+    if dtype == torch.float32:
+        ours = forces(PARAMS, packed.species, dE_dG.double(), jacobian, kernels=True)
+        reference = forces(PARAMS, packed.species, dE_dG.double(), jacobian.to(dtype=F64), kernels=False)
+        assert ours.dtype == F64 and torch.allclose(ours, reference, rtol=0, atol=1e-12 * float(reference.abs().max()))
+        return
+    few = pack_atoms(PARAMS, force_batch()[:2], F64)
+    _, few_jacobian = compute(PARAMS, few, jacobian=True)
+    small = dE_dG[: few.species.numel()].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda g: forces(PARAMS, few.species, g, few_jacobian, kernels=True), (small,))
+    assert torch.autograd.gradgradcheck(lambda g: forces(PARAMS, few.species, g, few_jacobian, kernels=True), (small,))
+    with pytest.raises(RuntimeError, match="rows are data"):
+        forces(PARAMS, few.species, small, replace(few_jacobian, angular=few_jacobian.angular.clone().requires_grad_(True)),
+               kernels=True)
 
 
 def test_forces_float32_agrees_with_float64():

@@ -56,37 +56,38 @@ class _ScatterContract(torch.autograd.Function):
 
 def contract(blocks: Tensor, source: Tensor, index: Tensor, kernels: bool | None = None) -> Tensor:
     """The forward arithmetic; ``kernels``: numba (default on CPU) or torch operations."""
-    if _use_kernels(blocks, kernels) and blocks.shape[2] > 0:
+    if use_kernels(blocks, kernels) and blocks.shape[2] > 0:
         dtype = torch.promote_types(blocks.dtype, source.dtype)  # as torch's operations would compute
         blocks, source, index = blocks.contiguous().to(dtype), source.contiguous().to(dtype), index.contiguous()
         out = blocks.new_empty((blocks.shape[0], 3))
-        _kernels().contract(blocks.numpy(), source.numpy(), index.numpy(), out.numpy())
+        compiled_kernels().contract(blocks.numpy(), source.numpy(), index.numpy(), out.numpy())
         return out
     return torch.linalg.vecdot(blocks, source.index_select(0, index)[:, None, :])
 
 
 def scatter(blocks: Tensor, grad: Tensor, index: Tensor, rows: int, kernels: bool | None = None) -> Tensor:
     """The transpose, ``(rows, A)``; ``kernels``: numba (default on CPU) or torch operations."""
-    if _use_kernels(blocks, kernels):
+    if use_kernels(blocks, kernels):
         dtype = torch.promote_types(blocks.dtype, grad.dtype)
         blocks, grad, index = blocks.contiguous().to(dtype), grad.contiguous().to(dtype), index.contiguous()
         out = blocks.new_zeros((rows, blocks.shape[2]))
-        _kernels().scatter(blocks.numpy(), grad.numpy(), index.numpy(), out.numpy())
+        compiled_kernels().scatter(blocks.numpy(), grad.numpy(), index.numpy(), out.numpy())
         return out
     products = blocks[:, 0] * grad[:, 0:1]
     products.addcmul_(blocks[:, 1], grad[:, 1:2]).addcmul_(blocks[:, 2], grad[:, 2:3])
     return products.new_zeros((rows, blocks.shape[2])).index_add_(0, index, products)
 
 
-def _use_kernels(blocks: Tensor, kernels: bool | None) -> bool:
+def use_kernels(blocks: Tensor, kernels: bool | None) -> bool:
+    """Whether the numba kernels run: by default for float32 and float64 CPU tensors; ``kernels`` decides otherwise."""
     if kernels is None:
         return blocks.device.type == "cpu" and blocks.dtype in (torch.float32, torch.float64)
     return kernels
 
 
 @functools.cache
-def _kernels():
+def compiled_kernels():
     """Compiled on first use (numba imports in ~0.5 s; each dtype compiles once and is cached on disk)."""
-    from pykinml.aev import gather_contract_kernels
+    from pykinml.aev import contraction_kernels
 
-    return gather_contract_kernels
+    return contraction_kernels

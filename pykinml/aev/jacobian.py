@@ -14,21 +14,28 @@ The self block follows from translation invariance, ∂G_i/∂x_i = −Σ_j ∂G
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
-from pykinml.aev.gather_contract import gather_contract
+from pykinml.aev.force_contraction import atom_gradient
+from pykinml.aev.gather_contract import gather_contract, use_kernels
 from pykinml.aev.params import AEVParams
 
 
 def pair_blocks(n_elements: int, device: torch.device | None = None) -> Tensor:
-    """(n_el, n_el) index of the angular block of each element pair, upper-triangular order."""
-    upper = torch.triu_indices(n_elements, n_elements, device=device)
+    """(n_el, n_el) index of the angular block of each element pair, upper-triangular order (read-only)."""
+    return _pair_blocks(n_elements).to(device)
+
+
+@functools.cache
+def _pair_blocks(n_elements: int) -> Tensor:
+    upper = torch.triu_indices(n_elements, n_elements)
     rows, columns = upper[0], upper[1]
-    blocks = torch.arange(rows.numel(), device=device)
-    index = torch.zeros((n_elements, n_elements), dtype=torch.int64, device=device)
+    blocks = torch.arange(rows.numel())
+    index = torch.zeros((n_elements, n_elements), dtype=torch.int64)
     index[rows, columns] = blocks
     index[columns, rows] = blocks
     return index
@@ -94,9 +101,12 @@ def pair_gradients(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: 
 
 
 def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian,
-          pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+          pairs: tuple[Tensor, Tensor] | None = None, kernels: bool | None = None) -> Tensor:
     """∂E/∂x (N, 3) from ∂E/∂G (N, D) by scatter-add over the stored pairs; differentiable in ``dE_dG``.
-    ``pairs``: :func:`pair_gradients` when already taken."""
+    ``pairs``: :func:`pair_gradients` when already taken. Without them, on CPU, one numba pass
+    (:mod:`pykinml.aev.force_contraction`; ``kernels=False`` takes the torch operations instead)."""
+    if pairs is None and use_kernels(dE_dG, kernels):
+        return atom_gradient(dE_dG, species, jacobian, pair_blocks(params.n_elements, dE_dG.device), params.radial_length)
     radial_part, angular_part = pair_gradients(params, species, dE_dG, jacobian) if pairs is None else pairs
     i, j = jacobian.radial_center, jacobian.radial_neighbor
     ia, ja = jacobian.angular_center, jacobian.angular_neighbor
@@ -107,9 +117,9 @@ def dE_dx(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobi
 
 
 def forces(params: AEVParams, species: Tensor, dE_dG: Tensor, jacobian: AEVJacobian,
-           pairs: tuple[Tensor, Tensor] | None = None) -> Tensor:
+           pairs: tuple[Tensor, Tensor] | None = None, kernels: bool | None = None) -> Tensor:
     """Forces −∂E/∂x (N, 3) in eV/Å for a batch, from ∂E/∂G and the cached Jacobian rows."""
-    return -dE_dx(params, species, dE_dG, jacobian, pairs)
+    return -dE_dx(params, species, dE_dG, jacobian, pairs, kernels)
 
 
 def strain_derivative(jacobian: AEVJacobian, pairs: tuple[Tensor, Tensor], owner: Tensor, n_structures: int) -> Tensor:

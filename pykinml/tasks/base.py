@@ -124,8 +124,9 @@ class PotentialTask(L.LightningModule):
                 if stress:
                     level_stress.append(stress_from_strain_gradient(grads[-1], batch.structures.cells))
                 continue
-            # From the cache: ∂E/∂r of every stored pair, summed into forces and into the virial.
-            pairs = pair_gradients(self.params, batch.species, d_aev[level], batch.jacobian)
+            # From the cache: ∂E/∂r of every stored pair, summed into forces and into the virial (forces alone
+            # take one pass over the pairs, without keeping each pair's ∂E/∂r).
+            pairs = pair_gradients(self.params, batch.species, d_aev[level], batch.jacobian) if stress else None
             if forces:
                 level_forces.append(contract_forces(self.params, batch.species, d_aev[level], batch.jacobian, pairs))
             if stress:
