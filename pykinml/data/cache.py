@@ -30,6 +30,7 @@ import torch
 
 from pykinml.aev.jacobian import AEVJacobian
 from pykinml.aev.params import AEVParams
+from pykinml.data.row_gather import copy_pairs, copy_ranges, empty_rows, rows_2d
 from pykinml.db.query import ragged_rows
 from pykinml.errors import PykinmlError
 
@@ -46,6 +47,9 @@ JACOBIAN_ARRAYS = (
     "angular_vector",
     "angular_offsets",
 )
+# The per-row arrays a batch copies, by what indexes their rows (atoms, radial pairs, angular pairs).
+ROW_ARRAYS = {"atoms": ("aev",), "radial": ("radial_dr", "radial_unit", "radial_distance"),
+              "angular": ("angular", "angular_vector")}
 
 
 def cache_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -181,11 +185,6 @@ class CachedBatch:
     jacobian: AEVJacobian | None
 
 
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """One array from per-chunk parts; no copy when the batch came from a single chunk."""
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-
 class AEVCache:
     """A complete cache directory, read through memory maps (every process shares the page cache)."""
 
@@ -235,31 +234,38 @@ class AEVCache:
             raise PykinmlError(f"{self.path} holds AEVs only (built without Jacobians)")
         natoms = self.natoms[indices]
         batch_offsets = np.concatenate([[0], np.cumsum(natoms)]).astype(np.int64)
-        pieces: dict[str, list] = {name: [] for name in CHUNK_ARRAYS + JACOBIAN_ARRAYS}
+        # Each structure's rows of every array are one range in its chunk: plan the ranges, allocate each batch
+        # array once, and copy the ranges into it (pykinml.data.row_gather).
+        kinds = ("atoms", "radial", "angular") if jacobian else ("atoms",)
+        plan = []
         for c in np.unique(self._chunk_of[indices]):
-            chosen = indices[self._chunk_of[indices] == c]
-            local = chosen - self.chunk_bounds[c, 0]
+            in_chunk = self._chunk_of[indices] == c
+            local = indices[in_chunk] - self.chunk_bounds[c, 0]
             arrays = self._chunk(int(c))
-            chunk_atoms = self.atom_offsets[chosen] - self.atom_offsets[self.chunk_bounds[c, 0]]
-            pieces["aev"].append(arrays["aev"][ragged_rows(chunk_atoms, self.natoms[chosen])])
-            if not jacobian:
-                continue
-            first_atom = batch_offsets[:-1][np.searchsorted(indices, chosen)]
-            for kind, value_names in (("radial", ("radial_dr", "radial_unit", "radial_distance")),
-                                      ("angular", ("angular", "angular_vector"))):
+            chunk_atoms = self.atom_offsets[indices[in_chunk]] - self.atom_offsets[self.chunk_bounds[c, 0]]
+            ranges = {"atoms": (chunk_atoms, natoms[in_chunk])}
+            for kind in kinds[1:]:
                 offsets = arrays[f"{kind}_offsets"]
-                counts = np.asarray(offsets[local + 1] - offsets[local])
-                rows = ragged_rows(np.asarray(offsets[local]), counts)
-                pairs = arrays[f"{kind}_pairs"][rows].astype(np.int64) + np.repeat(first_atom, counts)[:, None]
-                pieces[f"{kind}_pairs"].append(pairs)
-                for name in value_names:
-                    pieces[name].append(arrays[name][rows])
-        dtype = np.float64 if self.manifest["dtype"] == "float64" else np.float32
-        aev = _joined(pieces["aev"]) if pieces["aev"] else np.zeros((0, self.params.length), dtype)
+                starts = np.asarray(offsets[local], dtype=np.int64)
+                ranges[kind] = (starts, np.asarray(offsets[local + 1], dtype=np.int64) - starts)
+            plan.append((arrays, ranges, batch_offsets[:-1][in_chunk]))
+        template = self._chunk(0)  # row shapes and dtypes (every chunk has the same)
+        totals = {kind: sum(int(ranges[kind][1].sum()) for _, ranges, _ in plan) for kind in kinds}
+        out = {name: empty_rows(template[name], totals[kind]) for kind in kinds for name in ROW_ARRAYS[kind]}
+        out.update({f"{kind}_pairs": np.empty((totals[kind], 2), dtype=np.int64) for kind in kinds[1:]})
+        positions = dict.fromkeys(kinds, 0)
+        for arrays, ranges, shifts in plan:
+            for kind, (starts, counts) in ranges.items():
+                for name in ROW_ARRAYS[kind]:
+                    copy_ranges(rows_2d(arrays[name]), starts, counts, rows_2d(out[name]), positions[kind])
+                if kind != "atoms":
+                    copy_pairs(arrays[f"{kind}_pairs"], starts, counts, shifts, out[f"{kind}_pairs"], positions[kind])
+                positions[kind] += int(counts.sum())
+        aev = out["aev"]
         species = self.species[ragged_rows(self.atom_offsets[indices], natoms)].astype(np.int64)
         jac = None
         if jacobian:
-            joined = {name: torch.from_numpy(_joined(pieces[name])) for name in JACOBIAN_ARRAYS if pieces[name]}
+            joined = {name: torch.from_numpy(out[name]) for name in JACOBIAN_ARRAYS if name in out}
             jac = AEVJacobian(
                 radial_center=joined["radial_pairs"][:, 0],
                 radial_neighbor=joined["radial_pairs"][:, 1],
