@@ -1,5 +1,5 @@
 """numba loops of :mod:`pykinml.aev.gather_contract` and :mod:`pykinml.aev.force_contraction` on CPU arrays
-(C-contiguous; float32 or float64).
+(floating arrays C-contiguous, float32 or float64; index arrays of any stride).
 
 They release the GIL, run on one thread (a training process uses one core), and compile once per dtype into
 numba's on-disk cache.
@@ -33,7 +33,6 @@ def scatter(blocks, grad, index, out):  # pragma: no cover - compiled
         g0, g1, g2 = grad[q, 0], grad[q, 1], grad[q, 2]
         for a in range(width):
             out[row, a] += blocks[q, 0, a] * g0 + blocks[q, 1, a] * g1 + blocks[q, 2, a] * g2
-
 
 
 # Row slices and accumulators in the arrays' own dtype (a float64 literal would promote float32 sums) let numba

@@ -14,7 +14,6 @@ The self block follows from translation invariance, ∂G_i/∂x_i = −Σ_j ∂G
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, fields
 
 import torch
@@ -26,16 +25,11 @@ from pykinml.aev.params import AEVParams
 
 
 def pair_blocks(n_elements: int, device: torch.device | None = None) -> Tensor:
-    """(n_el, n_el) index of the angular block of each element pair, upper-triangular order (read-only)."""
-    return _pair_blocks(n_elements).to(device)
-
-
-@functools.cache
-def _pair_blocks(n_elements: int) -> Tensor:
-    upper = torch.triu_indices(n_elements, n_elements)
+    """(n_el, n_el) index of the angular block of each element pair, upper-triangular order."""
+    upper = torch.triu_indices(n_elements, n_elements, device=device)
     rows, columns = upper[0], upper[1]
-    blocks = torch.arange(rows.numel())
-    index = torch.zeros((n_elements, n_elements), dtype=torch.int64)
+    blocks = torch.arange(rows.numel(), device=device)
+    index = torch.zeros((n_elements, n_elements), dtype=torch.int64, device=device)
     index[rows, columns] = blocks
     index[columns, rows] = blocks
     return index
