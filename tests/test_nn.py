@@ -409,12 +409,13 @@ def test_training_steps_decrease_loss(engine, tmp_path, weighting):
     assert values["gfn2/energy_rmse_ev"] > 0 and values["gfn2/force_rmse_ev_a"] > 0
 
 
-def test_error_metrics_equal_numpy_over_masked_batches():
+@pytest.mark.parametrize("kernels", [True, False], ids=["numba", "torch"])
+def test_error_metrics_equal_numpy_over_masked_batches(kernels):
     """MAE and RMSE of energies (per structure and per atom), forces and stress, in every reported unit, over
-    two batches whose masks leave labels out, equal numpy over the labelled values; an output that never saw
-    a label reports nothing."""
+    two batches whose masks leave labels out, equal numpy over the labelled values, summed by the numba loop
+    (CPU) and by torch operations (other devices); an output that never saw a label reports nothing."""
     rng = np.random.default_rng(5)
-    metrics = ErrorMetrics(["low", "high"])
+    metrics = ErrorMetrics(["low", "high"], kernels=kernels)
     kept: dict[str, list] = {"energy": [], "atom": [], "force": [], "stress": []}
     for structures, atoms in ((4, 13), (3, 9)):
         energy, target = rng.normal(size=structures), rng.normal(size=structures)

@@ -6,9 +6,11 @@ and GPa are exact conversions at reporting time (units come from :mod:`pykinml.u
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
@@ -54,28 +56,60 @@ class ErrorSums(Metric):
         return self.sums
 
 
-def _error_sums(prediction: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """(Σ|p − t|, Σ(p − t)², count) over the rows where ``mask`` holds (all components of those rows)."""
-    error = torch.where(row_mask(mask, prediction), prediction.detach().double() - target.detach().double(), 0.0)
+def _error_sums(prediction: Tensor, target: Tensor, mask: Tensor, scale: Tensor | None = None) -> Tensor:
+    """(Σ|e|, Σe², count) of e = (p − t) / scale over the rows where ``mask`` holds (all components of those
+    rows), by torch operations."""
+    error = prediction.detach().double() - target.detach().double()
+    error = torch.where(row_mask(mask, prediction), error if scale is None else error / row_mask(scale, error), 0.0)
     count = mask.sum() * math.prod(prediction.shape[mask.dim():])
     return torch.stack([error.abs().sum(), (error * error).sum(), count.double()])
 
 
-class ErrorMetrics(nn.Module):
-    """MAE and RMSE of energies (per structure and per atom), force and stress components, for each output name."""
+def _kernel_error_sums(groups: list[tuple[Tensor, Tensor, Tensor, Tensor | None] | None]) -> Tensor:
+    """The (groups, 3) sums of :func:`_error_sums` (zeros for a group that is None) by the numba loop, on CPU."""
+    kernel = _metric_kernels().error_sums
+    sums = np.zeros((len(groups), 3))
+    for row, group in zip(sums, groups):
+        if group is not None:
+            values, targets, mask, scale = group
+            shaped = [t.detach().reshape(mask.shape[0], -1).numpy() for t in (values, targets)]
+            kernel(*shaped, mask.numpy(), _NO_SCALE if scale is None else scale.detach().numpy(), row)
+    return torch.from_numpy(sums)
 
-    def __init__(self, outputs: list[str]):
+
+_NO_SCALE = np.empty(0)
+
+
+@functools.cache
+def _metric_kernels():
+    """Compiled on first use (each dtype once, then from numba's disk cache)."""
+    from pykinml.tasks import metric_kernels
+
+    return metric_kernels
+
+
+class ErrorMetrics(nn.Module):
+    """MAE and RMSE of energies (per structure and per atom), force and stress components, for each output name.
+    ``kernels``: sum the errors with the numba loop (default on CPU) or with torch operations."""
+
+    def __init__(self, outputs: list[str], kernels: bool | None = None):
         super().__init__()
         self.outputs = list(outputs)
         self.errors = nn.ModuleDict({name: ErrorSums() for name in self.outputs})
+        self.kernels = kernels
 
     def update(self, output: int, energy: Tensor, target: Tensor, natoms: Tensor, mask: Tensor,
                forces: Tensor | None = None, target_forces: Tensor | None = None, force_mask: Tensor | None = None,
                stress: Tensor | None = None, target_stress: Tensor | None = None, stress_mask: Tensor | None = None) -> None:
-        sums = [_error_sums(energy, target, mask), _error_sums(energy / natoms, target / natoms, mask)]
-        for values, targets, rows in ((forces, target_forces, force_mask), (stress, target_stress, stress_mask)):
-            sums.append(energy.new_zeros(3) if values is None else _error_sums(values, targets, rows))
-        self.errors[self.outputs[output]].update(torch.stack(sums))
+        groups = [(energy, target, mask, None), (energy, target, mask, natoms),
+                  None if forces is None else (forces, target_forces, force_mask, None),
+                  None if stress is None else (stress, target_stress, stress_mask, None)]
+        if self.kernels if self.kernels is not None else energy.device.type == "cpu":
+            sums = _kernel_error_sums(groups).to(energy.device)
+        else:
+            sums = torch.stack([energy.new_zeros(3, dtype=torch.float64) if group is None else _error_sums(*group)
+                                for group in groups])
+        self.errors[self.outputs[output]].update(sums)
 
     def compute(self) -> dict[str, float]:
         """``{'<output>/<metric>_<unit>': value}`` for every group with errors on any process (a collective
