@@ -65,6 +65,9 @@ def _error_sums(prediction: Tensor, target: Tensor, mask: Tensor, scale: Tensor 
     return torch.stack([error.abs().sum(), (error * error).sum(), count.double()])
 
 
+_NO_SCALE = np.empty(0)
+
+
 def _kernel_error_sums(groups: list[tuple[Tensor, Tensor, Tensor, Tensor | None] | None]) -> Tensor:
     """The (groups, 3) sums of :func:`_error_sums` (zeros for a group that is None) by the numba loop, on CPU."""
     kernel = _metric_kernels().error_sums
@@ -72,12 +75,10 @@ def _kernel_error_sums(groups: list[tuple[Tensor, Tensor, Tensor, Tensor | None]
     for row, group in zip(sums, groups):
         if group is not None:
             values, targets, mask, scale = group
-            shaped = [t.detach().reshape(mask.shape[0], -1).numpy() for t in (values, targets)]
+            shape = (mask.shape[0], math.prod(values.shape[1:]))  # (rows, components); also for no rows
+            shaped = [t.detach().reshape(shape).numpy() for t in (values, targets)]
             kernel(*shaped, mask.numpy(), _NO_SCALE if scale is None else scale.detach().numpy(), row)
     return torch.from_numpy(sums)
-
-
-_NO_SCALE = np.empty(0)
 
 
 @functools.cache
@@ -104,7 +105,8 @@ class ErrorMetrics(nn.Module):
         groups = [(energy, target, mask, None), (energy, target, mask, natoms),
                   None if forces is None else (forces, target_forces, force_mask, None),
                   None if stress is None else (stress, target_stress, stress_mask, None)]
-        if self.kernels if self.kernels is not None else energy.device.type == "cpu":
+        kernels = energy.device.type == "cpu" if self.kernels is None else self.kernels
+        if kernels:
             sums = _kernel_error_sums(groups).to(energy.device)
         else:
             sums = torch.stack([energy.new_zeros(3, dtype=torch.float64) if group is None else _error_sums(*group)
