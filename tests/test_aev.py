@@ -486,10 +486,10 @@ def test_forces_match_autograd():
 
 
 def test_force_contraction_backward_matches_the_dense_jacobian():
-    """Training on forces back-propagates a loss on F = −Jᵀ·∂E/∂G into ∂E/∂G through the hand-written backward
-    of the angular contraction (:mod:`pykinml.aev.gather_contract`): it must equal autograd through the dense
-    Jacobian, and pass gradcheck and gradgradcheck (the backward is itself differentiated when a later loss term
-    needs it)."""
+    """Training on forces back-propagates a loss on F = −Jᵀ·∂E/∂G into ∂E/∂G through a hand-written backward (on
+    CPU the transposed numba pass of :mod:`pykinml.aev.force_contraction`): it must equal autograd through the
+    dense Jacobian, and pass gradcheck and gradgradcheck (the backward is itself differentiated when a later loss
+    term needs it)."""
     packed = pack_atoms(PARAMS, force_batch(), F64)
     _, jacobian = compute(PARAMS, packed, jacobian=True)
     generator = torch.Generator().manual_seed(3)
@@ -531,7 +531,6 @@ def test_gather_contract_kernels_equal_the_torch_operations(dtype):
         assert torch.autograd.gradgradcheck(lambda g: gather_contract(few[0], g, few[2]), (few[1],))
     with pytest.raises(RuntimeError, match="blocks are data"):
         gather_contract(blocks.requires_grad_(True), source, index)
-
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
