@@ -238,8 +238,9 @@ class AEVCache:
         # array once, and copy the ranges into it (pykinml.data.row_gather).
         kinds = ("atoms", "radial", "angular") if jacobian else ("atoms",)
         plan = []
-        for c in np.unique(self._chunk_of[indices]):
-            in_chunk = self._chunk_of[indices] == c
+        chunk_of = self._chunk_of[indices]
+        for c in np.unique(chunk_of):
+            in_chunk = chunk_of == c
             local = indices[in_chunk] - self.chunk_bounds[c, 0]
             arrays = self._chunk(int(c))
             chunk_atoms = self.atom_offsets[indices[in_chunk]] - self.atom_offsets[self.chunk_bounds[c, 0]]

@@ -15,12 +15,11 @@ from numba import njit
 @njit(cache=True, nogil=True, boundscheck=False)
 def copy_ranges(source, starts, counts, out, position):  # pragma: no cover - compiled
     """out[position:] = source[starts[r]:starts[r] + counts[r]] for each range r in order (2-D arrays, rows
-    copied whole); returns the next free row of ``out``."""
+    copied whole)."""
     for r in range(starts.shape[0]):
         start, count = starts[r], counts[r]
         out[position:position + count] = source[start:start + count]
         position += count
-    return position
 
 
 @njit(cache=True, nogil=True, boundscheck=False)
@@ -32,7 +31,6 @@ def copy_pairs(pairs, starts, counts, shifts, out, position):  # pragma: no cove
             out[position + k, 0] = pairs[start + k, 0] + shift
             out[position + k, 1] = pairs[start + k, 1] + shift
         position += count
-    return position
 
 
 def rows_2d(array: np.ndarray) -> np.ndarray:
